@@ -1,0 +1,1 @@
+"""Attacks and corruptions (installed as robaudit.attacks)."""

@@ -1,0 +1,1 @@
+"""Certification: randomized smoothing and LiRPA bounds (installed as robaudit.certify)."""

@@ -1,0 +1,1 @@
+"""Renderers of results.json: HTML, JUnit, Markdown (installed as robaudit.reports)."""
