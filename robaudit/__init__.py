@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from robaudit.model import ModelAdapter
 
 
-def load_model(source: Any, **spec: Any) -> "ModelAdapter":
+def load_model(source: Any, **spec: Any) -> ModelAdapter:
     """Load a classifier as a ModelAdapter (see robaudit.loaders.load_model)."""
     from robaudit.loaders import load_model as _load
 

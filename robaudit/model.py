@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -136,7 +136,7 @@ class ModelAdapter(ABC):
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
-    def with_module(self, module: nn.Module, name: str, note: str) -> "ModelAdapter":
+    def with_module(self, module: nn.Module, name: str, note: str) -> ModelAdapter:
         """A copy of this adapter running ``module`` (a defended copy of torch_module())."""
         return TorchModelAdapter(
             module,

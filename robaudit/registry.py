@@ -25,7 +25,7 @@ class Registry(Generic[T]):
         self._group = entry_point_group
         self._refs: dict[str, str | T] = {}
 
-    def register(self, name: str, target: "str | T") -> None:
+    def register(self, name: str, target: str | T) -> None:
         if name in self._refs:
             raise ValueError(f"duplicate {self._what} name {name!r}")
         self._refs[name] = target

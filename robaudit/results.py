@@ -117,7 +117,7 @@ class AuditResult:
         tmp.replace(path)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "AuditResult":
+    def from_json(cls, data: dict[str, Any]) -> AuditResult:
         data = _restore_nan(data)
         return cls(
             schema_version=data["schema_version"],
@@ -137,7 +137,7 @@ class AuditResult:
         )
 
     @classmethod
-    def read(cls, path: str | Path) -> "AuditResult":
+    def read(cls, path: str | Path) -> AuditResult:
         from robaudit.errors import DataError
 
         try:

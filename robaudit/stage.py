@@ -90,6 +90,7 @@ class Stage(ABC):
 
         Invalid parameters should raise robaudit.errors.ParameterError in ``Params.__post_init__``.
         """
+        return None
 
     @abstractmethod
     def run_unit(self, model: ModelAdapter, batch: Batch, *, generator: torch.Generator) -> UnitOutput:
