@@ -1,0 +1,54 @@
+"""Fixtures for the ViT patch-robustness tests: tiny random-init timm models (no demo weights, no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from robaudit.model import InputSpec, TorchModelAdapter
+
+
+def _make_tiny_vit(seed: int = 0, *, distilled: bool = False, depth: int = 3, qk_norm: bool = False,
+                   sharpen: float = 12.0) -> nn.Module:
+    """A random-init timm ViT (32x32 input, 4x4 tokens, 8x8 grid); ``sharpen`` scales the qkv weights
+    so that attention is far from uniform (timm's 0.02-std init gives nearly flat attention)."""
+    torch.manual_seed(seed)  # test-only: timm's weight init uses the global RNG
+    if distilled:
+        net = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, patch_size=4,
+                                num_classes=10, depth=depth)
+    else:
+        net = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4,
+                                num_classes=10, depth=depth, embed_dim=48, num_heads=3, qk_norm=qk_norm)
+    with torch.no_grad():
+        for block in net.blocks:
+            block.attn.qkv.weight.mul_(sharpen)
+    return net.eval()
+
+
+def _tiny_vit_adapter(seed: int = 0, **kw: object) -> TorchModelAdapter:
+    spec = InputSpec((3, 32, 32), 10, mean=(0.5,), std=(0.25,))
+    return TorchModelAdapter(_make_tiny_vit(seed, **kw), spec, name="tiny-vit")  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def make_tiny_vit() -> Callable[..., nn.Module]:
+    return _make_tiny_vit
+
+
+@pytest.fixture()
+def make_vit_adapter() -> Callable[..., TorchModelAdapter]:
+    return _tiny_vit_adapter
+
+
+@pytest.fixture()
+def vit() -> TorchModelAdapter:
+    return _tiny_vit_adapter(0)
+
+
+@pytest.fixture()
+def images() -> torch.Tensor:
+    return torch.rand((4, 3, 32, 32), generator=torch.Generator().manual_seed(1))
