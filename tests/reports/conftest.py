@@ -1,7 +1,7 @@
 """Synthetic AuditResult fixtures for the renderer tests.
 
-``make_result()`` builds an audit of two models (digits_cnn, digits_vit) x two variants
-(baseline, temp_T2) with every figure type, an attention inspector, a SKIPPED and an ERROR
+``build_result()`` (the fixture ``make_result`` returns it; ``audit`` is one module-scoped
+result) builds an audit of two models (digits_cnn, digits_vit) x two variants (baseline, temp_T2) with every figure type, an attention inspector, a SKIPPED and an ERROR
 stage, passed / failed / warn gates, CI companions, NaN/inf metrics and validity warnings.
 Keyword arguments override the hostile strings used for model and class names.
 """
@@ -177,3 +177,14 @@ def build_result(model_names: tuple[str, str] = (f"digits_cnn {XSS}", "digits_vi
 def make_result() -> Callable[..., AuditResult]:
     """The factory ``build_result(model_names=..., class_name=...)``."""
     return build_result
+
+
+@pytest.fixture(scope="module")
+def audit() -> AuditResult:
+    """The default synthetic audit (build a fresh one with make_result to modify it)."""
+    return build_result()
+
+
+@pytest.fixture(scope="session")
+def xss() -> str:
+    return XSS
