@@ -14,7 +14,9 @@ LOWER_IS_BETTER = ("error", "fooling_rate", "fr_", "_fr", "mce", "asr", "abstain
 
 @dataclass(frozen=True)
 class MetricChange:
-    key: str  # model/variant/stage.metric
+    model: str
+    variant: str
+    metric: str  # "<stage id>.<metric>"
     old: float | None
     new: float | None
     higher_is_better: bool
@@ -35,19 +37,19 @@ def higher_is_better(metric: str) -> bool:
 def compare_results(old: AuditResult, new: AuditResult, *, max_drop: float | None,
                     patterns: list[str] | None = None) -> list[MetricChange]:
     """Changes of every headline metric; those matching ``patterns`` (default: all) are gated by ``max_drop``."""
-    def table(r: AuditResult) -> dict[str, float]:
+    def table(r: AuditResult) -> dict[tuple[str, str, str], float]:
         out = {}
         for s in r.stages:
             if s.status is StageStatus.OK:
                 for m, v in s.metrics.items():
                     if _headline(m):
-                        out[f"{s.model}/{s.variant}/{s.id}.{m}"] = v
+                        out[(s.model, s.variant, f"{s.id}.{m}")] = v
         return out
 
     a, b = table(old), table(new)
     changes = []
     for key in sorted(set(a) | set(b)):
-        metric = key.split("/", 2)[2]
+        metric = key[2]
         hib = higher_is_better(metric.split(".", 1)[1])
         o, n = a.get(key), b.get(key)
         gated = max_drop is not None and (not patterns or any(fnmatch.fnmatch(metric, p) for p in patterns))
@@ -58,7 +60,7 @@ def compare_results(old: AuditResult, new: AuditResult, *, max_drop: float | Non
             passed = reg is not None and reg <= (max_drop or 0.0) + 1e-12
         else:
             passed = True
-        changes.append(MetricChange(key, o, n, hib, reg, gated, passed))
+        changes.append(MetricChange(key[0], key[1], metric, o, n, hib, reg, gated, passed))
     return changes
 
 
@@ -68,12 +70,12 @@ def _fmt(v: float | None) -> str:
 
 def render_changes(changes: list[MetricChange], *, markdown: bool, only_changed: bool = False) -> str:
     rows = [c for c in changes if not only_changed or c.gated or c.old != c.new]
-    header = ["metric", "old", "new", "change", "gate"]
+    header = ["model", "variant", "metric", "old", "new", "change", "gate"]
     body = []
     for c in rows:
         delta = "—" if c.old is None or c.new is None else f"{c.new - c.old:+.4g}"
         gate = ("PASS" if c.passed else "FAIL") if c.gated else ""
-        body.append([c.key, _fmt(c.old), _fmt(c.new), delta, gate])
+        body.append([c.model, c.variant, c.metric, _fmt(c.old), _fmt(c.new), delta, gate])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in body]

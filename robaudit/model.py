@@ -171,8 +171,9 @@ class TorchModelAdapter(ModelAdapter):
         provenance: dict[str, Any] | None = None,
         pixel_space: bool = False,
     ) -> None:
-        module = module.eval()
-        self._module = module if pixel_space else PixelSpaceModel(module, spec.mean, spec.std).eval()
+        set_eval(module)
+        self._module = module if pixel_space else PixelSpaceModel(module, spec.mean, spec.std)
+        set_eval(self._module)
         for p in self._module.parameters():
             p.requires_grad_(False)
         self.name = name
@@ -195,6 +196,15 @@ class TorchModelAdapter(ModelAdapter):
         for t in self._module.parameters():
             return t.device
         return torch.device("cpu")
+
+
+def set_eval(module: nn.Module) -> None:
+    """``module.eval()``, also for torch.export modules that refuse ``.eval()``."""
+    try:
+        module.eval()
+    except (NotImplementedError, RuntimeError):
+        for m in module.modules():
+            m.training = False
 
 
 def fingerprint_module(module: nn.Module) -> str:

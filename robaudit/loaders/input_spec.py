@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from robaudit.errors import ModelLoadError
-from robaudit.model import InputSpec
+from robaudit.model import InputSpec, set_eval
 
 
 def resolve_spec(module: nn.Module, overrides: dict[str, Any], hints: dict[str, Any]) -> InputSpec:
@@ -43,7 +43,8 @@ def resolve_spec(module: nn.Module, overrides: dict[str, Any], hints: dict[str, 
 def _infer_num_classes(module: nn.Module, shape: tuple[int, ...]) -> int:
     try:
         with torch.no_grad():
-            out = module.eval()(torch.zeros((1, *shape)))
+            set_eval(module)
+            out = module(torch.zeros((1, *shape)))
     except Exception as err:  # noqa: BLE001
         raise ModelLoadError(
             f"model failed on an input of shape {(1, *shape)} ({type(err).__name__}: {err}); "

@@ -21,7 +21,7 @@ from torch import nn
 
 from robaudit.errors import ModelLoadError, UnsafeModelError
 from robaudit.loaders.input_spec import timm_hints
-from robaudit.model import fingerprint_module
+from robaudit.model import fingerprint_module, set_eval
 
 UNSAFE_MESSAGE = (
     "{path} is a fully pickled PyTorch model. Loading it would execute arbitrary code stored in the "
@@ -90,7 +90,7 @@ def load_torch_source(
             module = program.module()
         except Exception as err:  # noqa: BLE001
             raise ModelLoadError(f"cannot load torch.export archive {path}: {err}") from err
-        _export_eval(module)
+        set_eval(module)
         return LoadedTorch(module, _file_sha256(path), path.stem, provenance={"kind": "export", "path": str(path)})
     if kind == "pickle":
         return _load_pickled(path, allow_unsafe_pickle)
@@ -245,15 +245,6 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def _export_eval(module: nn.Module) -> None:
-    """Exported modules reject .eval(); mark submodules as not training for the contract check."""
-    try:
-        module.eval()
-    except (NotImplementedError, RuntimeError):
-        for m in module.modules():
-            m.training = False
 
 
 def _existing(source: str) -> Path:
