@@ -17,7 +17,7 @@ import pytest
 
 from robaudit.cli import Env, main
 from robaudit.registry import STAGES
-from robaudit.stage import Stage, StageKind, StageOutput, UnitOutput
+from robaudit.stage import Stage, StageKind, StageOutput
 
 
 def write_config(d: Path, model_dir: Path, *, gates: str = "", extra: str = "", n: int = 120) -> Path:
