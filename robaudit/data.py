@@ -118,7 +118,11 @@ def load_dataset(
     x = _fit_shape(x, shape, resize, source)
     _check_labels(y, num_classes, source)
     if names is not None and len(names) != num_classes:
-        names = None if len(names) < num_classes else names[:num_classes]
+        raise DataError(
+            f"{source}: the data has {len(names)} classes ({', '.join(map(str, names[:5]))}"
+            f"{', ...' if len(names) > 5 else ''}) but the model has {num_classes}; "
+            "check model.input.num_classes or the data set"
+        )
     if n is not None:
         if n <= 0:
             raise DataError(f"data.n must be positive, got {n}")

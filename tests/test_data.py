@@ -59,6 +59,8 @@ def test_image_folder_good_and_bad(tmp_path: Path) -> None:
         (tmp_path / cls).mkdir()
         for i in range(3):
             Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    with pytest.raises(DataError, match="2 classes"):
+        load_dataset(str(tmp_path), shape=(3, 8, 8), num_classes=10)
     d = load_dataset(str(tmp_path), shape=(3, 8, 8), num_classes=2)
     assert len(d) == 6 and d.class_names == ("cat", "dog") and d.ids[0] == "cat/0.png"
     Image.fromarray(np.zeros((9, 8, 3), np.uint8)).save(tmp_path / "dog" / "odd.png")
