@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -130,3 +132,37 @@ def test_view_toggle_layer_and_head_change_the_map(report: dict[str, Any]) -> No
     root.locator("select.insp-image").select_option("1")
     assert root.get_attribute("data-view") == "2"  # the same view is kept for the next image
     assert report["events"]["console"] == [] and report["events"]["pageerror"] == []
+
+
+def test_drawn_maps_match_the_data_of_the_clicked_query(report: dict[str, Any]) -> None:
+    """Pixel colours equal viridis(mean-over-heads attention row) and viridis(rollout row)."""
+    np = pytest.importorskip("numpy")
+    from robaudit.reports.svg_heatmap import colour
+
+    page = report["page"]
+    root = page.locator("[data-inspector]").nth(1)  # untouched: clean view, last layer, mean head
+    data = json.loads(root.locator("script.inspector-data").text_content())
+    g, layers, heads = data["grid"], data["layers"], data["heads"]
+    n = g * g
+    grid = root.locator("canvas.insp-grid")
+    box = grid.bounding_box()
+    r, c = 3, 1
+    grid.click(position={"x": box["width"] * (c + 0.5) / g, "y": box["height"] * (r + 0.5) / g})
+    q = r * g + c
+    assert root.get_attribute("data-query") == str(q)
+    view = data["images"][0]["views"][0]
+    attn = np.frombuffer(base64.b64decode(view["attn"]), np.uint8).reshape(layers, heads, n, n) / 255.0
+    row = attn[layers - 1, :, q, :].mean(0)
+    roll = np.frombuffer(base64.b64decode(view["rollout"]), np.uint8).reshape(n, n)[q] / 255.0
+    for cls, expected in (("insp-attn", row / row.max()), ("insp-roll", roll)):
+        pixels = root.locator(f"canvas.{cls}").evaluate(
+            """(cv, g) => { const ctx = cv.getContext('2d'), out = [];
+                 for (let k = 0; k < g * g; k++) {
+                   const x = Math.floor(((k % g) + 0.5) * cv.width / g), y = Math.floor((Math.floor(k / g) + 0.5) * cv.height / g);
+                   out.push(Array.from(ctx.getImageData(x, y, 1, 1).data)); }
+                 return out; }""", g)
+        for k in range(n):
+            want = colour(float(expected[k]))
+            got = pixels[k]
+            assert abs(got[3] - 189) <= 2, (cls, k, got)
+            assert max(abs(got[i] - want[i]) for i in range(3)) <= 3, (cls, k, got, want)
