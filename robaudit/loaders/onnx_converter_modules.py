@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["OnnxGelu", "OnnxPadAxes", "OnnxReduce18", "OnnxSize", "OnnxSplitEven"]
+__all__ = ["OnnxGelu", "OnnxPadAxes", "OnnxReduce18", "OnnxReshapeAllowZero", "OnnxSize", "OnnxSplitEven"]
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
@@ -48,7 +48,9 @@ class OnnxReduce18(nn.Module):
     input is returned unchanged. ``keepdims`` keeps reduced dimensions with size 1.
     """
 
-    def __init__(self, operation_type: str, axes: Sequence[int] | None, keepdims: int, noop_with_empty_axes: int):
+    def __init__(
+        self, operation_type: str, axes: Sequence[int] | None, keepdims: int, noop_with_empty_axes: int
+    ):
         super().__init__()
         if operation_type not in _REDUCTIONS:
             raise NotImplementedError(f"{operation_type} has no torch reduction")
@@ -76,6 +78,16 @@ class OnnxGelu(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(x, approximate=self.approximate)
+
+
+class OnnxReshapeAllowZero(nn.Module):
+    """Reshape-19 with ``allowzero=1``: a 0 in ``shape`` is a literal zero, -1 is inferred.
+
+    That is exactly ``torch.reshape``'s meaning of the shape list.
+    """
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return torch.reshape(x, [int(s) for s in shape.tolist()])
 
 
 class OnnxSize(nn.Module):

@@ -34,6 +34,7 @@ from robaudit.loaders.onnx_converter_modules import (
     OnnxGelu,
     OnnxPadAxes,
     OnnxReduce18,
+    OnnxReshapeAllowZero,
     OnnxSize,
     OnnxSplitEven,
 )
@@ -52,7 +53,7 @@ DELEGATED: dict[tuple[str, int], tuple[int, str]] = {
     ("Identity", 19): (16, "adds float8 types"),
     ("IsInf", 20): (10, "adds float16/bfloat16/float8 types"),
     ("IsNaN", 20): (13, "adds float8 types"),
-    ("Reshape", 19): (14, "adds float8 types"),
+    ("Reshape", 19): (14, "adds float8 types; allowzero=1 gets its own module"),
     ("Shape", 19): (15, "adds float8 types"),
     ("ScatterND", 18): (16, "adds reduction max/min; delegated for none/add/mul"),
     ("Pad", 18): (13, "adds the `axes` input; delegated when absent"),
@@ -76,9 +77,7 @@ NEW_CODE: dict[tuple[str, int], str] = {
     ("Size", 13): "not in onnx2torch",
     ("Size", 19): "not in onnx2torch",
 }
-EXTENDED_OPS: tuple[str, ...] = tuple(
-    sorted(f"{op}-{version}" for op, version in {**DELEGATED, **NEW_CODE})
-)
+EXTENDED_OPS: tuple[str, ...] = tuple(sorted(f"{op}-{version}" for op, version in {**DELEGATED, **NEW_CODE}))
 
 
 def _registry() -> Any:
@@ -132,8 +131,12 @@ def _delegate(op: str, version: int, older: int) -> Callable[[Any, Any], Any]:
         if op == "Pad" and (_input(node, 3) or node.attributes.get("mode", "constant") == "wrap"):
             mode = node.attributes.get("mode", "constant")
             return _result(OnnxPadAxes(mode), node)
+        if op == "Reshape" and node.attributes.get("allowzero", 0) == 1:
+            return _result(OnnxReshapeAllowZero(), node)
         if op == "Split" and not _input(node, 1):
-            return _result(OnnxSplitEven(node.attributes["num_outputs"], node.attributes.get("axis", 0)), node)
+            return _result(
+                OnnxSplitEven(node.attributes["num_outputs"], node.attributes.get("axis", 0)), node
+            )
         _guard(op, version, node)
         return _registry().get_converter(operation_type=op, version=older)(node, graph)
 

@@ -81,8 +81,14 @@ class OnnxModelAdapter(ModelAdapter):
         if twin:
             self._build_twin(file.model)
         else:
-            self._set_record({"twin": "failed", "twin_max_abs_diff": float("inf"),
-                              "twin_reason": "twin not built (load_onnx(twin=False))", "twin_checked_n": 0})
+            self._set_record(
+                {
+                    "twin": "failed",
+                    "twin_max_abs_diff": float("inf"),
+                    "twin_reason": "twin not built (load_onnx(twin=False))",
+                    "twin_checked_n": 0,
+                }
+            )
 
     # -- twin -------------------------------------------------------------------------------
     def _build_twin(self, model: Any) -> None:
@@ -92,15 +98,23 @@ class OnnxModelAdapter(ModelAdapter):
             net = build_twin(model)
         except TwinBuildError as err:
             _LOG.warning("no torch twin for %s: %s", self.name, err)
-            self._set_record({"twin": "failed", "twin_max_abs_diff": float("inf"),
-                              "twin_reason": str(err), "twin_checked_n": 0})
+            self._set_record(
+                {
+                    "twin": "failed",
+                    "twin_max_abs_diff": float("inf"),
+                    "twin_reason": str(err),
+                    "twin_checked_n": 0,
+                }
+            )
             return
         self._twin = PixelSpaceModel(net, self.spec.mean, self.spec.std).eval()
         for p in self._twin.parameters():
             p.requires_grad_(False)
         import onnx2torch
 
-        self.provenance["twin_converter"] = f"onnx2torch {getattr(onnx2torch, '__version__', '?')} + robaudit extensions"
+        self.provenance["twin_converter"] = (
+            f"onnx2torch {getattr(onnx2torch, '__version__', '?')} + robaudit extensions"
+        )
         gen = torch.Generator().manual_seed(0)
         probe = torch.rand((max(2, self._static_batch or 2), *self.spec.shape), generator=gen)
         self.verify_twin(probe)

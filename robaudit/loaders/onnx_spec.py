@@ -34,7 +34,9 @@ def _dims(value_info: Any) -> tuple[int | None, ...] | None:
     tensor_type = value_info.type.tensor_type
     if not tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim)
+    return tuple(
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
+    )
 
 
 def graph_io(model: Any, where: str) -> GraphIO:

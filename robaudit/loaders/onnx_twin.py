@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from robaudit.loaders import onnx_converters
+from robaudit.loaders.onnx_rewrites import prepare_for_onnx2torch
 
-__all__ = ["TwinBuildError", "build_twin", "compare_twin", "fold_identity_initializers", "unsupported_nodes"]
+__all__ = ["TwinBuildError", "build_twin", "compare_twin", "unsupported_nodes"]
 
 _LOG = logging.getLogger(__name__)
 onnx_converters.register()
@@ -40,7 +41,9 @@ def unsupported_nodes(model: Any) -> list[str]:
     for index, node in enumerate(model.graph.node):
         version = opsets.get(node.domain, 0)
         try:
-            since = defs.get_schema(node.op_type, max_inclusive_version=version, domain=node.domain).since_version
+            since = defs.get_schema(
+                node.op_type, max_inclusive_version=version, domain=node.domain
+            ).since_version
         except Exception:  # noqa: BLE001 - unknown op or domain: no schema, no converter
             since = version
         try:
@@ -50,40 +53,6 @@ def unsupported_nodes(model: Any) -> list[str]:
             domain = f"{node.domain}:" if node.domain else ""
             missing.append(f"node {name!r} of type {domain}{node.op_type}-{since}")
     return missing
-
-
-def fold_identity_initializers(model: Any) -> Any:
-    """A copy of ``model`` where ``Identity(initializer)`` nodes become initializers themselves.
-
-    The TorchScript exporter deduplicates equal weight tensors (e.g. the zero-initialised last
-    BatchNorm of every timm ResNet block, folded into its Conv) and re-creates the copies with
-    Identity nodes; onnx2torch's Conv/Gemm converters read weights only from initializers and fail
-    with a KeyError. Folding preserves the function exactly (Identity copies its input). Identity
-    nodes that produce a graph output are kept.
-    """
-    import onnx
-
-    graph = model.graph
-    initializers = {t.name: t for t in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    foldable = [
-        n for n in graph.node
-        if n.op_type == "Identity" and n.domain in ("", "ai.onnx") and n.input[0] in initializers
-        and n.output[0] not in outputs
-    ]  # fmt: skip
-    if not foldable:
-        return model
-    folded = onnx.ModelProto()
-    folded.CopyFrom(model)
-    keep = [n for n in folded.graph.node if not (n.op_type == "Identity" and n.input[0] in initializers
-                                                 and n.output[0] not in outputs)]
-    for node in foldable:
-        tensor = folded.graph.initializer.add()
-        tensor.CopyFrom(initializers[node.input[0]])
-        tensor.name = node.output[0]
-    del folded.graph.node[:]
-    folded.graph.node.extend(keep)
-    return folded
 
 
 def build_twin(model: Any) -> nn.Module:
@@ -99,7 +68,7 @@ def build_twin(model: Any) -> nn.Module:
     Raises:
         TwinBuildError: naming the first unsupported node(s), or the converter's own error.
     """
-    model = fold_identity_initializers(model)
+    model = prepare_for_onnx2torch(model)
     missing = unsupported_nodes(model)
     if missing:
         more = f" (and {len(missing) - 1} more: {'; '.join(missing[1:4])})" if len(missing) > 1 else ""
@@ -143,7 +112,9 @@ def compare_twin(
                 return _record("failed", float("inf"), f"twin raised {type(err).__name__}: {err}", len(x))
             if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
                 shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-                return _record("failed", float("inf"), f"twin returned {shape}, expected {tuple(want.shape)}", len(x))
+                return _record(
+                    "failed", float("inf"), f"twin returned {shape}, expected {tuple(want.shape)}", len(x)
+                )
             diff = (got.float() - want.float()).abs()
             both_nan = torch.isnan(got) & torch.isnan(want)
             diff = torch.where(both_nan, torch.zeros_like(diff), diff)
