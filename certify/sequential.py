@@ -88,7 +88,8 @@ class SequentialTest:
     """The per-radius decision state for one stream of Bernoulli draws (hits of the selected class).
 
     Args:
-        thresholds: ``p0 = Phi(r / sigma)`` per radius, each in (0, 1).
+        thresholds: ``p0 = Phi(r / sigma)`` per radius, each in (0, 1]; ``p0 = 1`` (a radius so
+            large that the threshold rounds to 1) is UNDECIDED from the start.
         alpha: error probability per decision.
         n_max: estimation-sample budget.
     """
@@ -98,8 +99,8 @@ class SequentialTest:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
         if n_max < 1:
             raise ValueError(f"n_max must be >= 1, got {n_max}")
-        if any(not 0.0 < p < 1.0 for p in thresholds):
-            raise ValueError(f"thresholds must lie in (0, 1), got {list(thresholds)}")
+        if any(not 0.0 < p <= 1.0 for p in thresholds):
+            raise ValueError(f"thresholds must lie in (0, 1], got {list(thresholds)}")
         self.thresholds = tuple(float(p) for p in thresholds)
         self.n_max = int(n_max)
         self._log_level = math.log(1.0 / alpha)
@@ -107,6 +108,9 @@ class SequentialTest:
         self.t = 0
         self.decisions: list[Decision | None] = [None] * len(self.thresholds)
         self.decided_at = [0] * len(self.thresholds)
+        for i, p0 in enumerate(self.thresholds):
+            if p0 >= 1.0:  # Phi(r / sigma) rounds to 1: no finite sample can certify r
+                self.decisions[i] = Decision.UNDECIDED
 
     @property
     def done(self) -> bool:

@@ -145,7 +145,8 @@ def test_budget_is_respected_and_inputs_validated():
     with pytest.raises(ValueError):
         test.update(5, 101)
     with pytest.raises(ValueError):
-        SequentialTest([1.0], alpha=0.01, n_max=10)
+        SequentialTest([1.5], alpha=0.01, n_max=10)
+    assert SequentialTest([1.0], alpha=0.01, n_max=10).decisions == [Decision.UNDECIDED]
     cert = certify_sequential(LinearBinary(W4, 0.0).eval(), torch.full((1, 2, 2), 0.5), sigma=1.0, radii=[0.0],
                               n0=4, n_max=300, alpha=0.01, batch_size=64, generator=torch.Generator().manual_seed(0))
     # p_A = 1/2 exactly at r = 0: "certified" must be rare; whatever happens the budget holds
