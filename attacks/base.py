@@ -55,7 +55,7 @@ class BudgetViolation(RuntimeError):
 
 def per_sample_norm(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
     """``||delta_i||`` per sample (shape ``(N,)``)."""
-    flat = delta.reshape(delta.shape[0], -1)
+    flat = delta.flatten(1)
     if norm is Norm.LINF:
         return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
     return flat.norm(p=2, dim=1)
@@ -81,7 +81,7 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, norm: Norm, eps: float | torch
 
 def l2_normalize(t: torch.Tensor) -> torch.Tensor:
     """``t_i / ||t_i||_2`` per sample (zero rows stay zero)."""
-    n = t.reshape(t.shape[0], -1).norm(p=2, dim=1).reshape(-1, *([1] * (t.dim() - 1)))
+    n = t.flatten(1).norm(p=2, dim=1).reshape(-1, *([1] * (t.dim() - 1)))
     return t / (n + 1e-12)
 
 

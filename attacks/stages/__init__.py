@@ -1,0 +1,1 @@
+"""Audit stages built on robaudit's attacks: robust accuracy and the eps sweep / power law."""
