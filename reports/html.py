@@ -48,6 +48,7 @@ def environment() -> Environment:
     env.filters["fmt"] = tabulate.format_value
     env.filters["pretty_json"] = pretty_json
     env.filters["compact"] = compact
+    env.filters["preview"] = preview
     env.globals["outcome"] = tabulate.gate_outcome
     return env
 
@@ -63,6 +64,19 @@ def compact(value: Any) -> str:
     if isinstance(value, float):
         return tabulate.format_value(value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def preview(value: Any, limit: int = 160) -> str | None:
+    """A one-line summary of a value too long to show inline (None when it fits)."""
+    text = compact(value)
+    if len(text) <= limit:
+        return None
+    if isinstance(value, (list, tuple)):
+        head = ", ".join(compact(v) for v in value[:3])
+        return f"list of {len(value)} items: {head[:100]}, …"
+    if isinstance(value, dict):
+        return f"{len(value)} entries: {', '.join(str(k) for k in list(value)[:6])[:100]}, …"
+    return text[:limit] + "…"
 
 
 def _slug(text: str, used: set[str]) -> str:
@@ -120,7 +134,7 @@ def _columns(results: list[StageResult], attr: str) -> dict[str, Any]:
         for k in d:
             keys.setdefault(str(k), None)
     same = all(d == dicts[0] for d in dicts)
-    rows = [(k, [compact(d[k]) if k in d else "\u2014" for d in (dicts[:1] if same else dicts)]) for k in keys]
+    rows = [(k, [d.get(k) for d in (dicts[:1] if same else dicts)]) for k in keys]
     return {"same": same, "rows": rows}
 
 

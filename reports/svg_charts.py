@@ -58,9 +58,9 @@ def line_svg(fig: dict[str, Any]) -> Markup:
     all_x: list[float | None] = []
     all_y: list[float | None] = []
     for s in series:
-        pts = [p for p in _points(s.get("x") or [], s.get("y") or [], x_log, y_log) if p]
-        all_x += [p[0] for p in pts]
-        all_y += [p[1] for p in pts]
+        finite = [p for p in _points(s.get("x") or [], s.get("y") or [], x_log, y_log) if p]
+        all_x += [p[0] for p in finite]
+        all_y += [p[1] for p in finite]
         for key in ("low", "high"):
             all_y += [num(v) for v in s.get(key) or []]
     x_ext, y_ext = extent(all_x, x_log), extent(all_y, y_log)

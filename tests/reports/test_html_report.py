@@ -172,3 +172,12 @@ def test_single_model_without_gates_or_figures(make_result: Make) -> None:
     page = render_html(one)
     assert "No gates were configured" in page
     assert "<script>" not in page and "script-src &#39;none&#39;" in page
+
+
+def test_long_provenance_values_collapse_into_details(make_result: Make) -> None:
+    result = make_result()
+    ids = [f"digits:{i}" for i in range(300)]
+    page = render_html(dataclasses.replace(result, data={**result.data, "ids": ids}))
+    prov = _section(page, "provenance")
+    assert "<details><summary>list of 300 items: digits:0, digits:1, digits:2, \u2026</summary><pre>" in prov
+    assert "digits:299" in prov
