@@ -106,15 +106,18 @@ class PatchCorruption(Stage):
         forward = n
         for name in p.corruptions:
             preds = {k: np.zeros((n, p.draws), dtype=np.int64) for k in p.ks}
+            where = {k: np.zeros((n, p.draws, k), dtype=np.int64) for k in p.ks}
             for d in range(p.draws):
                 x_c = corrupt_image(batch.x, name, p.severity, generator)
                 for k in p.ks:
                     pos = random_positions(n, k, grid, generator)
                     x_t = paste(batch.x, x_c, positions_to_mask(pos, grid, s).to(batch.x.device))
                     preds[k][:, d] = predict(model, x_t, p.batch_size).numpy()
+                    where[k][:, d] = pos.numpy()
                     forward += n
             for k in p.ks:
                 arrays[f"pred.{name}.k{k}"] = preds[k]
+                arrays[f"positions.{name}.k{k}"] = where[k]
         return UnitOutput(arrays=arrays, counters={"forward": float(forward)})
 
     def summarize(self, arrays: dict[str, np.ndarray], data: Dataset, counters: dict[str, float]) -> StageOutput:

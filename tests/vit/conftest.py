@@ -61,3 +61,40 @@ def _one_torch_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _run_stage(stage: object, model: object, data: object, seed: int = 0) -> object:
+    """Run a stage like the runner does: units of ``unit_size`` ids, arrays concatenated, then summarize."""
+    import numpy as np
+
+    from robaudit.seeding import derive_seed, make_generator
+
+    size = type(stage).unit_size or len(data)
+    parts, counters = [], {}
+    stage.check(model, data)
+    for i in range(0, len(data), size):
+        ids = data.ids[i : i + size]
+        unit = stage.run_unit(model, data.select(ids), generator=make_generator(derive_seed(seed, i)))
+        parts.append({k: np.asarray(v) for k, v in unit.arrays.items()})
+        for k, v in unit.counters.items():
+            counters[k] = counters.get(k, 0.0) + float(v)
+    arrays = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return stage.summarize(arrays, data, counters)
+
+
+@pytest.fixture()
+def run_stage() -> Callable[..., object]:
+    return _run_stage
+
+
+def _self_labelled(model: TorchModelAdapter, n: int = 16, seed: int = 2) -> object:
+    """A data set labelled with the model's own predictions (every image clean-correct)."""
+    from robaudit.data import Dataset
+
+    x = torch.rand((n, 3, 32, 32), generator=torch.Generator().manual_seed(seed))
+    return Dataset(x, model.predict(x), tuple(f"img{i}" for i in range(n)), None, {"kind": "test"})
+
+
+@pytest.fixture()
+def self_labelled() -> Callable[..., object]:
+    return _self_labelled
