@@ -181,3 +181,13 @@ def test_long_provenance_values_collapse_into_details(make_result: Make) -> None
     prov = _section(page, "provenance")
     assert "<details><summary>list of 300 items: digits:0, digits:1, digits:2, \u2026</summary><pre>" in prov
     assert "digits:299" in prov
+
+
+def test_colliding_stage_ids_get_distinct_anchors_and_empty_audit_renders(make_result: Make) -> None:
+    result = make_result()
+    a = StageResult(id="a.b", stage="x", model="digits_vit", variant="baseline", status=StageStatus.OK)
+    b = dataclasses.replace(a, id="a-b")
+    page = render_html(dataclasses.replace(result, stages=[a, b]))
+    assert '<section id="stage-a-b">' in page and '<section id="stage-a-b-2">' in page
+    empty = render_html(dataclasses.replace(result, stages=[], gates=[]))
+    assert 'id="provenance"' in empty and 'id="warnings"' not in empty

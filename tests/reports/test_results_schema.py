@@ -85,3 +85,21 @@ def test_error_message_names_the_fix(data: dict[str, Any], make_result: Callable
     broken["gates"][1]["value"] = "high"
     with pytest.raises(ResultsSchemaError, match=r"2 problem\(s\)[\s\S]*Re-create it with `robaudit audit`"):
         validate(broken)
+
+
+def test_schema_covers_exactly_the_record_fields() -> None:
+    """A field added to robaudit/results.py must be added to the published schema too."""
+    import dataclasses
+
+    from robaudit.results import GateResult, ModelRecord, StageResult
+
+    schema = load_schema()
+    pairs = [(schema, AuditResult), (schema["$defs"]["stage"], StageResult),
+             (schema["$defs"]["gate"], GateResult), (schema["$defs"]["model"], ModelRecord)]
+    for sub, cls in pairs:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        assert set(sub["properties"]) == fields, cls.__name__
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        assert set(sub["required"]) == required, cls.__name__
+        assert sub["additionalProperties"] is False
