@@ -20,6 +20,11 @@ How it works. onnx2torch looks converters up in a registry keyed by (domain, op 
   ``num_outputs``) or the op is new to onnx2torch (Gelu-20, Size), a small module from
   :mod:`robaudit.loaders.onnx_converter_modules` implements it.
 
+Two incompatibilities sit in keys onnx2torch already owns (``add_converter`` refuses to replace
+them), so :mod:`robaudit.loaders.onnx_rewrites` fixes them with exact graph rewrites instead:
+the dynamo exporter's ``Reshape(allowzero=1)`` at opset 18 (Reshape-14), and the TorchScript
+exporter's ``Identity(initializer)`` weight copies that onnx2torch's Conv converter cannot read.
+
 :func:`register` is idempotent: a key that is already registered (by an earlier call, or by a
 newer onnx2torch that implements it natively) is left alone. Importing this module registers
 nothing; :mod:`robaudit.loaders.onnx_twin` calls :func:`register` when it is imported.
@@ -128,15 +133,13 @@ def _guard(op: str, version: int, node: Any) -> None:
 
 def _delegate(op: str, version: int, older: int) -> Callable[[Any, Any], Any]:
     def convert(node: Any, graph: Any) -> Any:
-        if op == "Pad" and (_input(node, 3) or node.attributes.get("mode", "constant") == "wrap"):
-            mode = node.attributes.get("mode", "constant")
-            return _result(OnnxPadAxes(mode), node)
+        if op == "Pad" and (len(node.input_values) > 3 or node.attributes.get("mode", "constant") == "wrap"):
+            return _result(OnnxPadAxes(node.attributes.get("mode", "constant")), node)
         if op == "Reshape" and node.attributes.get("allowzero", 0) == 1:
             return _result(OnnxReshapeAllowZero(), node)
         if op == "Split" and not _input(node, 1):
-            return _result(
-                OnnxSplitEven(node.attributes["num_outputs"], node.attributes.get("axis", 0)), node
-            )
+            module = OnnxSplitEven(node.attributes["num_outputs"], node.attributes.get("axis", 0))
+            return _result(module, node, inputs=(node.input_values[0],))
         _guard(op, version, node)
         return _registry().get_converter(operation_type=op, version=older)(node, graph)
 

@@ -236,3 +236,19 @@ def test_register_is_idempotent_and_keys_are_since_versions():
         registry.get_converter(operation_type=op, version=int(version))  # raises if missing
     for (op, _version), (older, _why) in onnx_converters.DELEGATED.items():
         registry.get_converter(operation_type=op, version=older)
+
+
+@pytest.mark.parametrize("inputs", [["x", "pads", "", "axes"], ["x", "pads", "v", ""], ["x", "pads", ""]])
+def test_pad18_with_empty_optional_inputs(inputs):
+    node = helper.make_node("Pad", inputs, ["y"], mode="constant")
+    full = [0, 0, 1, 2, 0, 0, 2, 1]
+    inits = [_ints("pads", [1, 2, 2, 1] if "axes" in inputs else full), _ints("axes", [2, 3])]
+    inits.append(numpy_helper.from_array(np.float32(-2.0), "v"))
+    model = _model([node], [_vi("x", [2, 3, 4, 5])], [_vi("y", None)], 18, inits)
+    _assert_same(model, {"x": X4})
+
+
+def test_split18_with_empty_split_input():
+    node = helper.make_node("Split", ["x", ""], ["a", "b"], axis=1, num_outputs=2)
+    model = _model([node], [_vi("x", [2, 5])], [_vi("a", None), _vi("b", None)], 18)
+    _assert_same(model, {"x": RNG.normal(size=(2, 5)).astype(np.float32)})
