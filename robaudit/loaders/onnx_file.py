@@ -161,7 +161,10 @@ def save_onnx_metadata(
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
-    values = {"robaudit.mean": [float(v) for v in mean], "robaudit.std": [float(v) for v in std]}
+    values: dict[str, list[Any]] = {
+        "robaudit.mean": [float(v) for v in mean],
+        "robaudit.std": [float(v) for v in std],
+    }
     if class_names is not None:
         values["robaudit.class_names"] = [str(c) for c in class_names]
     kept = [p for p in model.metadata_props if p.key not in values]
