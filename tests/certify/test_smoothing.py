@@ -200,3 +200,29 @@ def test_predict_returns_top_class_when_confident():
     x = _point_at_distance(model, 0.2)
     assert predict(model, x, sigma=0.25, n=1000, alpha=0.001, batch_size=500, generator=_gen(0)) == 1
     assert math.isclose(norm.cdf(0.8), 0.788, abs_tol=1e-3)
+
+
+def test_onnx_model_through_onnxruntime_matches_torch(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from robaudit.loaders import load_model
+
+    gen = torch.Generator().manual_seed(1)
+    weight, bias = torch.randn(3, 6, generator=gen), torch.randn(3, generator=gen) * 0.1
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "W", "b"], ["logits"], transB=1)],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 2, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(weight.numpy(), "W"), numpy_helper.from_array(bias.numpy(), "b")],
+    )
+    path = tmp_path / "linear.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    adapter = load_model(path, shape=(1, 2, 3), num_classes=3, mean=(0.0,), std=(1.0,))
+    x = torch.rand(1, 2, 3, generator=gen)
+    kwargs = dict(sigma=0.3, n0=20, n=500, alpha=0.01, batch_size=200)
+    via_onnx = certify(adapter, x, generator=_gen(4), **kwargs)
+    via_torch = certify(LinearMulti(weight, bias).eval(), x, generator=_gen(4), **kwargs)
+    assert via_onnx[0] == via_torch[0] and via_onnx[1] == pytest.approx(via_torch[1], abs=1e-9)
