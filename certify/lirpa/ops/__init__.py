@@ -1,0 +1,1 @@
+"""Bound-propagation operators: one file per op family."""
