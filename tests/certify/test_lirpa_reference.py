@@ -17,9 +17,8 @@ from ._lirpa_reference import REF, SKIP_REASON, assert_sound, cases, crown_tol, 
 
 pytestmark = pytest.mark.skipif(REF is None, reason=SKIP_REASON)
 
-# alpha-CROWN cases kept in the default suite (one per net); the others run under -m slow.
-FAST_ALPHA = {"mlp_relu/linf_1/alpha-CROWN/margin", "cnn_relu/linf_0/alpha-CROWN/margin",
-              "cnn_bn/linf_0/alpha-CROWN/margin"}
+# alpha-CROWN cases kept in the default suite (one per net type: MLP, CNN with BN); the rest run under -m slow.
+FAST_ALPHA = {"mlp_relu/linf_1/alpha-CROWN/margin", "cnn_bn/linf_0/alpha-CROWN/margin"}
 
 
 @pytest.fixture(autouse=True)
@@ -105,8 +104,8 @@ def test_alpha_crown_rules(case):
 
 
 def test_alpha_rules_catch_the_clamp_freeze():
-    """Returning CROWN for alpha-CROWN (the torch >= 2.14 clamp pitfall) must fail rule 4."""
+    """Returning CROWN for alpha-CROWN (the torch >= 2.14 clamp pitfall) must fail the rules."""
     case = next(c for c in cases() if c["id"] == "mlp_relu/linf_1/alpha-CROWN/margin")
     _, data = load_net(case["net"])
-    with pytest.raises(AssertionError, match="rule 4"):
+    with pytest.raises(AssertionError, match="rule [34]"):
         check_alpha_rules(case, data, data[case["crown_lb_key"]], data[case["crown_ub_key"]])
