@@ -1,1 +1,1 @@
-"""Audit stages built on robaudit's attacks: robust accuracy and the eps sweep / power law."""
+"""Audit stages built on robaudit's attacks (one stage per file)."""

@@ -94,7 +94,8 @@ class RobustAccuracy(Stage):
     Params = RobustAccuracyParams
     unit_size = 64
     profiles = {
-        "quick": {"steps": 10, "square_queries": 100, "mode": "cascade"},
+        "quick": {"attacks": ("fgsm", "pgd", "apgd-ce", "square"), "steps": 5, "square_queries": 50,
+                  "mode": "cascade"},
         "standard": {"steps": 50, "square_queries": 1000, "mode": "independent"},
         "full": {"steps": 100, "restarts": 3, "square_queries": 5000, "mode": "independent"},
     }

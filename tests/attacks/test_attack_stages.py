@@ -50,7 +50,8 @@ def _params(stage_cls: type, profile: str, **over: object) -> object:
 @pytest.mark.parametrize("mode", ["cascade", "independent"])
 def test_robust_accuracy_worst_case(setup, mode: str) -> None:  # type: ignore[no-untyped-def]
     model, data = setup
-    stage = RobustAccuracy(_params(RobustAccuracy, "quick", eps=0.1, mode=mode, square_queries=50))
+    stage = RobustAccuracy(_params(RobustAccuracy, "quick", eps=0.1, mode=mode, square_queries=50,
+                                         attacks=("fgsm", "pgd", "apgd-ce", "apgd-dlr", "square")))
     out, arrays = run_stage(stage, model, data)
     m = out.metrics
     assert 0.9 < m["clean_accuracy"] <= 1.0 and m["clean_accuracy.n"] == 96
