@@ -86,7 +86,7 @@ class PatchAttackStage(Stage):
     Params = PatchAttackParams
     unit_size = 64
     profiles = {
-        "quick": {"positions": 4, "steps": 20, "alpha": 24 / 255},
+        "quick": {"positions": 3, "steps": 12, "alpha": 24 / 255},
         "standard": {"positions": 16, "steps": 200, "alpha": 4 / 255},
         "full": {"positions": 0, "steps": 1000, "alpha": 2 / 255},
     }
@@ -100,7 +100,8 @@ class PatchAttackStage(Stage):
     }
 
     def _geometry(self, model: ModelAdapter, hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
-        s = resolve_patch_size(model.torch_module(), hw, self.params.patch_size)
+        module = model.torch_module() if model.has(Capability.TORCH_MODULE) else None
+        s = resolve_patch_size(module, hw, self.params.patch_size)
         return s, grid_shape(hw, s)
 
     def check(self, model: ModelAdapter, data: Dataset) -> None:

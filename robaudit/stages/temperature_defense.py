@@ -70,7 +70,7 @@ class TemperatureDefense(Stage):
     Params = TemperatureDefenseParams
     unit_size = 64
     profiles = {
-        "quick": {"temperatures": (1.0, 2.0, 4.0), "positions": 2, "steps": 16, "alpha": 24 / 255},
+        "quick": {"temperatures": (1.0, 2.0, 4.0), "positions": 1, "steps": 12, "alpha": 24 / 255},
         "standard": {"temperatures": (1.0, 1.25, 1.5, 2.0, 3.0, 4.0), "positions": 8, "steps": 100},
         "full": {"temperatures": (1.0, 1.25, 1.5, 2.0, 3.0, 4.0), "positions": 16, "steps": 500,
                  "alpha": 4 / 255},
