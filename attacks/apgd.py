@@ -93,6 +93,7 @@ class APGD(Attack):
             raise ParameterError(f"unknown APGD loss {loss!r}; use 'ce' or 'dlr'") from None
         self.steps = check_positive_int("steps", steps)
         self.restarts = check_positive_int("restarts", restarts)
+        self.last_step_sizes = torch.zeros(0)
 
     def _objective(self, y: torch.Tensor, target: torch.Tensor | None):  # type: ignore[no-untyped-def]
         if self.loss is APGDLoss.CE:
@@ -186,6 +187,7 @@ class APGD(Attack):
             st, hist = self._drop_fooled(st, hist, logits, out, ok)
         if len(st["ids"]):
             out[st["ids"]] = st["x_best"]
+        self.last_step_sizes = st["step"].clone()  # of the samples still robust after the last restart run
         return out, ok
 
     def _drop_fooled(self, st: dict[str, torch.Tensor], hist: list[torch.Tensor], logits: torch.Tensor,

@@ -103,3 +103,14 @@ def test_early_stop_never_weaker_and_saves_passes(cnn) -> None:  # type: ignore[
     assert a <= b
     assert full.last_counts["backward"] == 10 * len(y)
     assert es.last_counts["backward"] < full.last_counts["backward"]
+
+
+def test_apgd_halves_step_sizes_at_checkpoints(cnn) -> None:  # type: ignore[no-untyped-def]
+    net, x, y = cnn
+    attack = APGD("linf", 0.03, steps=30)
+    attack.perturb(net, x, y, generator=torch.Generator().manual_seed(0))
+    steps = attack.last_step_sizes / (2 * 0.03)  # 1, 1/2, 1/4, ... of the initial 2 eps
+    assert len(steps) > 10  # most samples survive eps = 0.03
+    halvings = torch.log2(steps)
+    assert torch.allclose(halvings, halvings.round(), atol=1e-4) and float(halvings.max()) <= 0
+    assert float(halvings.min()) < 0  # at least one checkpoint reduced a step
