@@ -14,7 +14,8 @@ Metric names (radius ``r`` written with at least two decimals, ``.`` -> ``_``: 0
 0.25 -> ``r0_25``, 1 -> ``r1_00``, 0.125 -> ``r0_125``):
 ``certified_accuracy.<r>`` (+ ``.ci_low``/``.ci_high``/``.n``), ``abstain_rate``, ``acr``,
 ``smoothed_clean_accuracy``, ``predict_abstain_rate``, ``max_certifiable_radius``,
-``samples.total``, ``samples.per_image``; sequential mode adds ``undecided_rate.<r>``,
+``samples.total``, ``samples.per_image``; sequential mode adds ``sequential_abstain_rate.<r>``
+(budget spent before a decision),
 ``samples.fixed_n_per_image`` and ``samples.savings_ratio`` and has no ``acr``/``abstain_rate``.
 """
 
@@ -122,7 +123,7 @@ class CertifiedAccuracy(Stage):
         "smoothed_clean_accuracy": "PREDICT accuracy (abstain = wrong)",
         "predict_abstain_rate": "fraction of PREDICT abstentions",
         "max_certifiable_radius": "sigma * Phi^-1(alpha^(1/n)): no radius can exceed it",
-        "undecided_rate.<r>": "sequential mode: budget spent before a decision at r",
+        "sequential_abstain_rate.<r>": "sequential mode: budget spent before a decision at r (abstain)",
         "samples.total": "noise samples (forward passes) spent",
         "samples.savings_ratio": "sequential mode: (n0 + n) / mean samples per image",
     }
@@ -169,7 +170,8 @@ class CertifiedAccuracy(Stage):
         label, pred, samples = arrays["label"], arrays["prediction"], arrays["samples"]
         n_img = len(label)
         r_max = max_certifiable_radius(p.sigma, p.n, p.alpha)
-        metrics: dict[str, float] = {"max_certifiable_radius": r_max}
+        metrics: dict[str, float] = {}  # certified accuracies go first (the first radius > 0 is the headline)
+        extra: dict[str, float] = {"max_certifiable_radius": r_max}
         notes = [f"sigma = {p.sigma}, alpha = {p.alpha} per image; radii are L2 in pixel units at the "
                  f"model's input resolution; max certifiable radius with n = {p.n}: {r_max:.4f}."]
         warnings: list[str] = []
@@ -180,24 +182,26 @@ class CertifiedAccuracy(Stage):
             counts = [int(certified[r].sum()) for r in radii]
             for r in radii:
                 undecided = int((arrays[f"decision_{radius_key(r)}"] == Decision.UNDECIDED).sum())
-                metrics.update(rate_metrics(f"undecided_rate.{radius_key(r)}", undecided, n_img))
+                extra.update(rate_metrics(f"sequential_abstain_rate.{radius_key(r)}", undecided, n_img))
             fixed = p.n0 + p.n + (p.n_predict or 0)
-            metrics["samples.fixed_n_per_image"] = float(fixed)
-            metrics["samples.savings_ratio"] = float(fixed / samples.mean()) if n_img else float("nan")
+            extra["samples.fixed_n_per_image"] = float(fixed)
+            extra["samples.savings_ratio"] = float(fixed / samples.mean()) if n_img else float("nan")
             notes.append("Sequential mode: anytime-valid conjugate-mixture tests per radius (error <= alpha "
                          f"per image and radius); budget n = {p.n} estimation draws; undecided = not certified.")
         else:
             radii = list(p.radii) if p.radii is not None else list(np.arange(0.0, r_max + 1e-12, p.radius_step))
             radius = arrays["radius"]
             counts = [certified_count(pred, label, radius, r) for r in radii]
-            metrics.update(rate_metrics("abstain_rate", int((pred == ABSTAIN).sum()), n_img))
-            metrics["acr"] = average_certified_radius(pred, label, radius) if n_img else float("nan")
+            extra.update(rate_metrics("abstain_rate", int((pred == ABSTAIN).sum()), n_img))
+            extra["acr"] = average_certified_radius(pred, label, radius) if n_img else float("nan")
         too_far = [r for r in radii if r > r_max]
         if too_far:
             warnings.append(f"radii {too_far} exceed the max certifiable radius {r_max:.4f} for n = {p.n}: "
                             "certified accuracy there is 0 by construction; raise n (or sigma)")
-        for r, k in zip(radii, counts):
-            metrics.update(rate_metrics(f"certified_accuracy.{radius_key(r)}", k, n_img))
+        order = sorted(range(len(radii)), key=lambda i: (radii[i] <= 0, i))
+        for i in order:
+            metrics.update(rate_metrics(f"certified_accuracy.{radius_key(radii[i])}", counts[i], n_img))
+        metrics.update(extra)
         if p.n_predict != 0 and not (p.sequential and p.n_predict is None):
             predicted = arrays["predict"]
             metrics.update(rate_metrics("smoothed_clean_accuracy", int((predicted == label).sum()), n_img))

@@ -61,6 +61,7 @@ def test_summarize_reports_the_fixture_numbers():
         assert m[f"certified_accuracy.{radius_key(r)}"] == pytest.approx(acc)
         assert m[f"certified_accuracy.{radius_key(r)}.ci_low"] <= acc <= m[f"certified_accuracy.{radius_key(r)}.ci_high"]
         assert m[f"certified_accuracy.{radius_key(r)}.n"] == 10
+    assert next(iter(m)) == "certified_accuracy.r0_25"  # the headline metric comes first
     assert m["acr"] == pytest.approx(0.345)
     assert m["abstain_rate"] == pytest.approx(0.2)
     assert m["smoothed_clean_accuracy"] == pytest.approx(0.7)
@@ -131,7 +132,7 @@ def test_sequential_mode_reports_decisions_and_savings():
     unit, out = _run(params)
     m = out.metrics
     assert m["certified_accuracy.r0_25"] == 0.75 and m["certified_accuracy.r5_00"] == 0.0
-    assert m["undecided_rate.r5_00"] == 1.0 and m["undecided_rate.r0_25"] == 0.0
+    assert m["sequential_abstain_rate.r5_00"] == 1.0 and m["sequential_abstain_rate.r0_25"] == 0.0
     assert m["samples.fixed_n_per_image"] == 10 + 20_000 + 100
     assert m["samples.savings_ratio"] > 20  # p_A = 1 decides within a few hundred draws
     assert m["smoothed_clean_accuracy"] == 0.75
