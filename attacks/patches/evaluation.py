@@ -51,3 +51,10 @@ def mean_ci(prefix: str, values: np.ndarray) -> dict[str, float]:
 def temperature_tag(t: float) -> str:
     """Stable metric-name tag of a temperature: 2 -> ``t2_0``, 1.25 -> ``t1_25``."""
     return "t" + repr(float(t)).replace(".", "_")
+
+
+def headline_first(metrics: dict[str, float], names: list[str]) -> dict[str, float]:
+    """``metrics`` re-ordered so the headline rates (with their CI keys) come first (summaries show the first)."""
+    first = [k for name in names for k in metrics if k == name or k.startswith(name + ".")
+             and k[len(name) + 1 :] in ("ci_low", "ci_high", "n")]
+    return {**{k: metrics[k] for k in first}, **{k: v for k, v in metrics.items() if k not in first}}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from robaudit.attacks.patches.evaluation import attack_positions, fooling_metrics, predict
+from robaudit.attacks.patches.evaluation import attack_positions, fooling_metrics, headline_first, predict
 from robaudit.attacks.patches.masks import grid_shape, resolve_patch_size
 from robaudit.attacks.patches.patch_attack import PatchAttack
 
@@ -160,4 +160,5 @@ class PatchAttackStage(Stage):
         budget = {"steps": p.steps, "alpha": p.alpha, "positions_per_image": p.positions or gh * gw,
                   "pairs_evaluated": int(attacked.sum()), "images_attacked": int(correct.sum()),
                   "patch_size": s, "grid": [gh, gw]}
+        metrics = headline_first(metrics, ["adv_patch_fr_any", "adv_patch_fr_pos"])
         return StageOutput(metrics=metrics, figures=figs, notes=notes, warnings=warnings, budget=budget)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from robaudit.attacks.patches.evaluation import fooling_metrics, predict
+from robaudit.attacks.patches.evaluation import fooling_metrics, headline_first, predict
 from robaudit.attacks.patches.masks import grid_shape, positions_to_mask, random_positions, resolve_patch_size
 from robaudit.attacks.patches.natural import corrupt_image, paste
 
@@ -170,6 +170,7 @@ class PatchCorruption(Stage):
         if p.draws > 1:
             notes.append("With several position draws per image the CIs treat draws as independent trials "
                          "(they are clustered by image, so the intervals are somewhat too narrow).")
+        metrics = headline_first(metrics, [f"patch_corrupt_fr.k{p.ks[0]}"])
         return StageOutput(metrics=metrics, figures=figs, notes=notes,
                            budget={"corruptions": list(p.corruptions), "severity": p.severity, "ks": list(p.ks),
                                    "draws": p.draws, "patch_size": size,

@@ -28,7 +28,7 @@ from robaudit.analysis.attention_inspector import (
     rollout_share,
     to_uint8_image,
 )
-from robaudit.attacks.patches.evaluation import mean_ci, predict
+from robaudit.attacks.patches.evaluation import headline_first, mean_ci, predict
 from robaudit.attacks.patches.masks import positions_to_mask, random_positions
 from robaudit.attacks.patches.natural import corrupt_image, paste
 from robaudit.attacks.patches.patch_attack import PatchAttack
@@ -220,4 +220,5 @@ class AttentionAnalysis(Stage):
             warnings.append(f"{int(counters['unverified'])} adversarial successes were not re-verified")
         budget = {"images": m, "steps": p.steps, "alpha": p.alpha, "temperatures": list(p.temperatures),
                   "inspector_images": int(arrays["insp_attn"].shape[0]) if "insp_attn" in arrays else 0}
+        metrics = headline_first(metrics, ["attn_share_delta_adv", "attn_share_delta_natural"])
         return StageOutput(metrics=metrics, figures=figs, notes=notes, warnings=warnings, budget=budget)

@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from robaudit import figures
-from robaudit.attacks.patches.evaluation import attack_positions, fooling_metrics, predict, temperature_tag
+from robaudit.attacks.patches.evaluation import (
+    attack_positions,
+    fooling_metrics,
+    headline_first,
+    predict,
+    temperature_tag,
+)
 from robaudit.attacks.patches.masks import grid_shape, positions_to_mask, random_positions, resolve_patch_size
 from robaudit.attacks.patches.natural import corrupt_image, paste
 from robaudit.attacks.patches.patch_attack import PatchAttack
@@ -170,4 +176,5 @@ class TemperatureDefense(Stage):
             warnings.append(f"{int(counters['unverified'])} attack successes failed re-verification")
         budget = {"temperatures": ts, "steps": p.steps, "alpha": p.alpha, "positions_per_image": p.positions,
                   "k": p.k, "corruption": p.corruption, "severity": p.severity, "adaptive": True}
+        metrics = headline_first(metrics, ["temp_best_T"])
         return StageOutput(metrics=metrics, figures=figs, notes=notes, warnings=warnings, budget=budget)

@@ -78,6 +78,7 @@ def test_patch_attack_stage_success_map_on_toy(run_stage) -> None:
     m = out.metrics
     assert m["adv_patch_fr_pos"] == pytest.approx(4 / 64) and m["adv_patch_fr_pos.n"] == 3 * 64
     assert m["adv_patch_fr_any"] == 1.0 and m["adv_patch_size"] == 4
+    assert list(m)[:2] == ["adv_patch_fr_any", "adv_patch_fr_any.ci_low"]  # headline first
     heat = next(f for f in out.figures if f["type"] == "heatmap")
     values = np.array(heat["values"], dtype=float)
     expected = np.zeros((8, 8))
