@@ -59,8 +59,11 @@ def top_channels(ace: torch.Tensor, k: int) -> list[int]:
 
 def build_causal_graph(module: nn.Module, layers: Sequence[str], x: torch.Tensor, y: int, *, k: int = 16,
                        baseline: str = "mean", space: str = "logit", edge_threshold: float = 0.05,
-                       max_batch: int = 1024) -> CausalGraph:
+                       max_batch: int = 1024, effects: Sequence[torch.Tensor] | None = None) -> CausalGraph:
     """The causal graph of class ``y`` on images ``x`` (typically clean-correct images of class y).
+
+    ``effects`` optionally supplies the per-layer ACE vectors already computed with the
+    same images, baseline and space (they are not recomputed).
 
     Raises:
         ParameterError: no layers, k < 1, edge_threshold outside [0, 1], or as channel_effects.
@@ -69,8 +72,11 @@ def build_causal_graph(module: nn.Module, layers: Sequence[str], x: torch.Tensor
         raise ParameterError("need at least one layer, k >= 1 and 0 <= edge_threshold <= 1")
     kept: list[list[int]] = []
     nodes = []
-    for layer in layers:
-        ace = channel_effects(module, layer, x, y, baseline=baseline, space=space, max_batch=max_batch)
+    if effects is not None and len(effects) != len(layers):
+        raise ParameterError(f"effects must hold one ACE vector per layer ({len(layers)}), got {len(effects)}")
+    for li, layer in enumerate(layers):
+        ace = effects[li] if effects is not None else channel_effects(module, layer, x, y, baseline=baseline,
+                                                                      space=space, max_batch=max_batch)
         chans = top_channels(ace, k)
         kept.append(chans)
         nodes.append(tuple((c, round(float(ace[c]), 6)) for c in chans))
