@@ -83,7 +83,8 @@ class VerifiedAccuracy(Stage):
     Params = VerifiedAccuracyParams
     unit_size = 16
     profiles = {
-        "quick": {"eps": (1 / 255, 2 / 255), "methods": ("ibp", "crown"), "attack_steps": 10},
+        "quick": {"eps": (1 / 255, 2 / 255), "methods": ("ibp", "crown"), "attack_steps": 10,
+                  "max_crown_elements": 5e7},
         "standard": {"eps": (1 / 255, 2 / 255, 4 / 255, 8 / 255),
                      "methods": ("ibp", "crown-ibp", "crown", "alpha-crown"), "attack_steps": 20},
         "full": {"eps": (0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from robaudit.certify.verified_accuracy import VerifiedAccuracy, VerifiedAccuracyParams
 from torch import nn
 
-from robaudit.certify.verified_accuracy import VerifiedAccuracy, VerifiedAccuracyParams
 from robaudit.data import Dataset
 from robaudit.errors import ParameterError
 from robaudit.model import InputSpec, TorchModelAdapter
