@@ -144,7 +144,12 @@ def cmd_list(args: argparse.Namespace, env: Env) -> int:
             doc = (fn.__doc__ or "").strip().splitlines()
             print(f"{name:28s} {doc[0] if doc else ''}", file=env.stdout)
         return 0
-    for name, cls in STAGES.items():
+    for name in STAGES.names():
+        try:
+            cls = STAGES.get(name)
+        except ImportError as err:
+            print(f"{name:22s} unavailable: {err}", file=env.stdout)
+            continue
         needs = ",".join(sorted(c.value for c in cls.requires)) or "-"
         print(f"{name:22s} {cls.kind.value:11s} requires={needs:24s} {cls.description}", file=env.stdout)
         if args.what == "metrics":

@@ -93,6 +93,7 @@ class VariantConfig:
     name: str
     defense: str
     params: dict[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] | None = None  #: apply to these models only (default: all)
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,9 @@ def _check_names(cfg: AuditConfig) -> None:
             raise ConfigError(f"variant names must be unique identifiers (not 'baseline'), got {v.name!r}",
                               f"variants[{i}].name")
         variants.add(v.name)
+        for m in v.models or ():
+            if m not in seen:
+                raise ConfigError(f"unknown model {m!r}; defined: {sorted(seen)}", f"variants[{i}].models")
     ids: set[str] = set()
     for i, s in enumerate(cfg.stages):
         if not NAME_RE.match(s.id) or "." in s.id or s.id in ids:

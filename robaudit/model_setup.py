@@ -66,6 +66,8 @@ def build_variants(cfg: AuditConfig, adapter: ModelAdapter) -> dict[str, ModelAd
     """Baseline plus one defended copy per configured variant (or the reason it cannot be built)."""
     variants: dict[str, ModelAdapter | CapabilityError] = {"baseline": adapter}
     for i, v in enumerate(cfg.variants):
+        if v.models is not None and adapter.name not in v.models:
+            continue
         defense = DEFENSES.get(v.defense, f"variants[{i}].defense")
         try:
             variants[v.name] = defense(adapter, **v.params)

@@ -76,9 +76,21 @@ DEFENSES: Registry[Callable[..., Any]] = Registry("defense", "robaudit.defenses"
 # Built-in stages. Capability issues add their stages here.
 for _name, _ref in {
     "clean_accuracy": "robaudit.stages.clean_accuracy:CleanAccuracy",
+    "robust_accuracy": "robaudit.attacks.stages.robust_accuracy:RobustAccuracy",
+    "eps_sweep": "robaudit.attacks.stages.eps_sweep:EpsSweep",
+    "corruptions": "robaudit.attacks.stages.corruption_accuracy:CorruptionAccuracy",
+    "fourier": "robaudit.attacks.stages.fourier_sensitivity:FourierSensitivity",
+    "patch_corruption": "robaudit.attacks.stages.patch_corruption:PatchCorruption",
+    "patch_attack": "robaudit.attacks.stages.patch_attack:PatchAttackStage",
+    "attention": "robaudit.stages.attention_analysis:AttentionAnalysis",
+    "temperature_defense": "robaudit.stages.temperature_defense:TemperatureDefense",
+    "smoothing": "robaudit.certify.certified_accuracy:CertifiedAccuracy",
+    "lirpa": "robaudit.certify.verified_accuracy:VerifiedAccuracy",
 }.items():
     STAGES.register(_name, _ref)
 
 # Built-in defenses: functions ModelAdapter -> ModelAdapter returning a copy.
-for _name, _ref in {}.items():
+for _name, _ref in {
+    "attention_temperature": "robaudit.defenses.attention_temperature:attention_temperature",
+}.items():
     DEFENSES.register(_name, _ref)
