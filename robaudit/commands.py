@@ -108,6 +108,12 @@ def cmd_report(args: argparse.Namespace, env: Env) -> int:
 
     path = Path(args.results)
     result = AuditResult.read(path)
+    from robaudit.reports.schema import ResultsSchemaError, validate
+
+    try:
+        validate(result.to_json())
+    except ResultsSchemaError as err:
+        raise DataError(f"{path} does not match the results.json schema: {err}") from err
     out = Path(args.out) if args.out else path.parent
     copy_json = out.resolve() != path.parent.resolve()  # a new directory gets its own results.json
     paths = write_outputs(result, out, results_json=copy_json)

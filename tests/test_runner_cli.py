@@ -257,3 +257,15 @@ def test_interrupt_keeps_units_and_exits_130(model_dir: Path, tmp_path: Path, mo
     with sqlite3.connect(str(tmp_path / "i" / "run_store.sqlite")) as db:
         assert db.execute("SELECT COUNT(*) FROM units").fetchone()[0] == 3
     np.testing.assert_equal(calls["n"], 3)
+
+
+def test_results_json_matches_published_schema(model_dir: Path, tmp_path: Path) -> None:
+    from robaudit.reports.schema import validate
+
+    cfg = write_config(tmp_path, model_dir, gates='[[gates]]\nmetric = "clean.accuracy"\nthreshold = 0.5\n')
+    run_cli(["audit", str(cfg), "--out", str(tmp_path / "s"), "-q"])
+    validate(json.loads((tmp_path / "s" / "results.json").read_text()))
+    broken = json.loads((tmp_path / "s" / "results.json").read_text())
+    del broken["verdict"]
+    (tmp_path / "s" / "results.json").write_text(json.dumps(broken))
+    assert run_cli(["report", str(tmp_path / "s" / "results.json")])[0] == 2
