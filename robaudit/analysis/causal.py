@@ -12,7 +12,9 @@ everything here is robaudit's operationalisation of METHODS §7.2 [robaudit choi
 * A "channel" is dim 1 of a conv output (N, C, H, W) or the hidden dim of a token output
   (N, T, D) (e.g. a timm ViT ``blocks.N.mlp``); for (N, D) outputs, dim 1.
 * Baseline ``"mean"``: the channel's mean activation over the images x, kept per spatial
-  position / token (mean over samples only); ``"zero"`` (or ``"0"``): 0.
+  position / token (mean over samples only); ``"zero"`` (or ``"0"``): 0; or an explicit
+  tensor shaped like one sample's activation (the stage passes the mean over ALL audited
+  clean-correct images, so class-y effects are not measured against a class-y prototype).
 * Interventions are batched: the batch is replicated once per intervened channel (group)
   and one hooked forward overwrites each replica's channel(s).
 * Path effect PE(u -> v -> y): run do(a_u := b_u) up to layer l', take the modified value of
@@ -88,8 +90,13 @@ def activation(module: nn.Module, layer: nn.Module | str, x: torch.Tensor) -> to
     return box[0]
 
 
-def baseline_value(act: torch.Tensor, baseline: str) -> torch.Tensor:
-    """Per-channel baseline shaped like one sample's activation."""
+def baseline_value(act: torch.Tensor, baseline: str | torch.Tensor) -> torch.Tensor:
+    """Per-channel baseline shaped like one sample's activation (a tensor is used as given)."""
+    if isinstance(baseline, torch.Tensor):
+        if baseline.shape != act.shape[1:]:
+            raise ParameterError(f"an explicit baseline must have one sample's activation shape "
+                                 f"{tuple(act.shape[1:])}, got {tuple(baseline.shape)}")
+        return baseline.to(act.device, act.dtype)
     if baseline not in BASELINES:
         raise ParameterError(f"baseline must be one of {list(BASELINES)}, got {baseline!r}")
     return act.mean(0) if baseline == "mean" else torch.zeros_like(act[0])
@@ -160,14 +167,15 @@ def clean_scores(module: nn.Module, x: torch.Tensor, y: torch.Tensor | int, spac
 
 
 def channel_effects(module: nn.Module, layer: nn.Module | str, x: torch.Tensor, y: torch.Tensor | int, *,
-                    baseline: str = "mean", space: str = "logit", max_batch: int = 1024) -> torch.Tensor:
+                    baseline: str | torch.Tensor = "mean", space: str = "logit", max_batch: int = 1024) -> torch.Tensor:
     """Average causal effect of each channel of ``layer`` on class-y scores: Tensor[C].
 
     Args:
         module: the network (eval mode); taking the images x as they are given.
         layer: a sub-module or its dotted name in ``module``.
         x: images (N, ...). y: the class (int) or per-image classes (N,).
-        baseline: ``"mean"`` (channel mean over x) or ``"zero"``/``"0"``.
+        baseline: ``"mean"`` (channel mean over x), ``"zero"``/``"0"``, or a tensor shaped like
+            one sample's activation of ``layer``.
         space: ``"logit"`` (default) or ``"prob"``.
         max_batch: images per hooked forward (channels are grouped to fill it).
 
@@ -186,7 +194,7 @@ def channel_effects(module: nn.Module, layer: nn.Module | str, x: torch.Tensor, 
 
 
 def path_effects(module: nn.Module, layer_from: nn.Module | str, layer_to: nn.Module | str, x: torch.Tensor,
-                 y: torch.Tensor | int, sources: Sequence[int], targets: Sequence[int], *, baseline: str = "mean",
+                 y: torch.Tensor | int, sources: Sequence[int], targets: Sequence[int], *, baseline: str | torch.Tensor = "mean",
                  space: str = "logit", max_batch: int = 1024) -> torch.Tensor:
     """Path-specific effects PE(u -> v -> y) for u in ``sources`` (layer_from), v in ``targets`` (layer_to).
 

@@ -58,10 +58,11 @@ def top_channels(ace: torch.Tensor, k: int) -> list[int]:
 
 
 def build_causal_graph(module: nn.Module, layers: Sequence[str], x: torch.Tensor, y: int, *, k: int = 16,
-                       baseline: str = "mean", space: str = "logit", edge_threshold: float = 0.05,
+                       baseline: str | Sequence[torch.Tensor] = "mean", space: str = "logit", edge_threshold: float = 0.05,
                        max_batch: int = 1024, effects: Sequence[torch.Tensor] | None = None) -> CausalGraph:
     """The causal graph of class ``y`` on images ``x`` (typically clean-correct images of class y).
 
+    ``baseline`` is ``"mean"``/``"zero"`` or one explicit baseline tensor per layer.
     ``effects`` optionally supplies the per-layer ACE vectors already computed with the
     same images, baseline and space (they are not recomputed).
 
@@ -72,10 +73,13 @@ def build_causal_graph(module: nn.Module, layers: Sequence[str], x: torch.Tensor
         raise ParameterError("need at least one layer, k >= 1 and 0 <= edge_threshold <= 1")
     kept: list[list[int]] = []
     nodes = []
+    bases = [baseline] * len(layers) if isinstance(baseline, str) else list(baseline)
+    if len(bases) != len(layers):
+        raise ParameterError(f"need one baseline per layer ({len(layers)}), got {len(bases)}")
     if effects is not None and len(effects) != len(layers):
         raise ParameterError(f"effects must hold one ACE vector per layer ({len(layers)}), got {len(effects)}")
     for li, layer in enumerate(layers):
-        ace = effects[li] if effects is not None else channel_effects(module, layer, x, y, baseline=baseline,
+        ace = effects[li] if effects is not None else channel_effects(module, layer, x, y, baseline=bases[li],
                                                                       space=space, max_batch=max_batch)
         chans = top_channels(ace, k)
         kept.append(chans)
@@ -84,7 +88,7 @@ def build_causal_graph(module: nn.Module, layers: Sequence[str], x: torch.Tensor
     for li in range(len(layers) - 1):
         if not kept[li] or not kept[li + 1]:
             continue
-        pe = path_effects(module, layers[li], layers[li + 1], x, y, kept[li], kept[li + 1], baseline=baseline,
+        pe = path_effects(module, layers[li], layers[li + 1], x, y, kept[li], kept[li + 1], baseline=bases[li],
                           space=space, max_batch=max_batch)
         top = float(pe.max())
         for i, u in enumerate(kept[li]):
