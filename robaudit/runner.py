@@ -26,7 +26,7 @@ import torch
 import robaudit
 from robaudit.config import AuditConfig
 from robaudit.data import Dataset
-from robaudit.errors import CapabilityError, RobauditError
+from robaudit.errors import CapabilityError, ConfigError, ParameterError, RobauditError
 from robaudit.gates import evaluate_gates, verdict_of
 from robaudit.model import ModelAdapter
 from robaudit.model_setup import load_audit_models
@@ -77,6 +77,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
     t_start = time.perf_counter()
     stages = create_stages(cfg)
     audit_models = load_audit_models(cfg)
+    skips = _precheck(stages, audit_models)
     fingerprint = _store_fingerprint(cfg, audit_models)
     store = RunStore(out_dir, fingerprint, resume=options.resume)
     results: list[StageResult] = []
@@ -87,7 +88,8 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
                     if not _applies(cs, am.name, variant_name):
                         continue
                     results.append(_run_stage(cs, am.name, variant_name, variant, am.data, cfg.seed,
-                                              cfg.unit_size, store, options))
+                                              cfg.unit_size, store, options,
+                                              skips.get((am.name, variant_name, cs.config.id))))
     finally:
         store.close()
     gates = evaluate_gates(cfg.gates, results, [am.name for am in audit_models], options.baseline)
@@ -115,6 +117,34 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
     )
 
 
+def _precheck(stages: list[ConfiguredStage], models: list[Any]) -> dict[tuple[str, str, str], str]:
+    """Skip reasons per (model, variant, stage id), decided before any work starts.
+
+    Raises ConfigError (exit 2) for parameters that cannot fit a model (e.g. a patch size that
+    does not divide the image), so a bad config never fails half-way through an audit.
+    """
+    skips: dict[tuple[str, str, str], str] = {}
+    for am in models:
+        for variant_name, variant in am.variants.items():
+            for i, cs in enumerate(stages):
+                if not _applies(cs, am.name, variant_name) or isinstance(variant, CapabilityError):
+                    continue
+                key = (am.name, variant_name, cs.config.id)
+                missing = sorted(c.value for c in type(cs.stage).requires if not variant.has(c))
+                if missing:
+                    reason = variant.provenance.get("twin_reason") if "gradients" in missing else None
+                    skips[key] = (f"requires {', '.join(missing)}, which model {am.name!r} lacks"
+                                  + (f" ({reason})" if reason else ""))
+                    continue
+                try:
+                    cs.stage.check(variant, am.data)
+                except Skip as skip:
+                    skips[key] = str(skip)
+                except ParameterError as err:
+                    raise ConfigError(f"{err} (model {am.name!r})", f"stages[{i}].params") from err
+    return skips
+
+
 def _applies(cs: ConfiguredStage, model: str, variant: str) -> bool:
     c = cs.config
     return (c.models is None or model in c.models) and (c.variants is None or variant in c.variants)
@@ -122,7 +152,7 @@ def _applies(cs: ConfiguredStage, model: str, variant: str) -> bool:
 
 def _run_stage(cs: ConfiguredStage, model_name: str, variant_name: str, variant: ModelAdapter | CapabilityError,
                data: Dataset, root_seed: int, unit_size: int | None, store: RunStore,
-               options: AuditOptions) -> StageResult:
+               options: AuditOptions, skip_reason: str | None) -> StageResult:
     stage, sid = cs.stage, cs.config.id
     seed = derive_seed(root_seed, sid)
     base = dict(id=sid, stage=cs.config.stage, model=model_name, variant=variant_name,
@@ -130,13 +160,9 @@ def _run_stage(cs: ConfiguredStage, model_name: str, variant_name: str, variant:
     t0 = time.perf_counter()
     if isinstance(variant, CapabilityError):
         return StageResult(**base, status=StageStatus.SKIPPED, notes=[f"variant not available: {variant}"])
-    missing = sorted(c.value for c in type(stage).requires if not variant.has(c))
-    if missing:
-        reason = variant.provenance.get("twin_reason") if "gradients" in missing else None
-        note = f"requires {', '.join(missing)}, which model {model_name!r} lacks" + (f" ({reason})" if reason else "")
-        return StageResult(**base, status=StageStatus.SKIPPED, notes=[note])
+    if skip_reason is not None:
+        return StageResult(**base, status=StageStatus.SKIPPED, notes=[skip_reason])
     try:
-        stage.check(variant, data)
         arrays, counters, unit_time = _run_units(stage, sid, model_name, variant_name, variant, data,
                                                  root_seed, unit_size, store, options)
         t_summary = time.perf_counter()

@@ -269,3 +269,14 @@ def test_results_json_matches_published_schema(model_dir: Path, tmp_path: Path) 
     del broken["verdict"]
     (tmp_path / "s" / "results.json").write_text(json.dumps(broken))
     assert run_cli(["report", str(tmp_path / "s" / "results.json")])[0] == 2
+
+
+@pytest.mark.parametrize("params, match", [
+    ("{ patch_size = 3 }", "divide"),       # cannot fit the 8x8 model: found before any work starts
+    ("{ severity = 0 }", "severity"),       # invalid on its own: found at config validation
+])
+def test_bad_stage_parameters_exit_2_before_any_work(model_dir: Path, tmp_path: Path, params: str, match: str) -> None:
+    extra = f'[[stages]]\nid = "pc"\nstage = "patch_corruption"\nparams = {params}\n'
+    code, _, err = run_cli(["audit", str(write_config(tmp_path, model_dir, extra=extra)), "--out", str(tmp_path / "b")])
+    assert code == 2 and match in err and "stages[1].params" in err
+    assert not (tmp_path / "b" / "results.json").exists()
