@@ -84,12 +84,12 @@ def convert_call(root: nn.Module, fx_node: torch.fx.Node, env: dict[str, Any], n
     out_shape = tuple(value.shape[1:])
     op = _make_op(key, target, args, vals, kvals, in_shapes, out_shape, dtype, unsupported)
     inputs = tuple(a[1] for a in node_args)
-    check = op.forward(*(a[2] for a in node_args))
-    if check.shape != value.shape or not torch.allclose(check, value.to(check.dtype), rtol=1e-4, atol=1e-5):
+    check = op.forward(*(a[2].to(dtype) for a in node_args))
+    if check.shape != value.shape or not torch.allclose(check, value.to(dtype), rtol=1e-4, atol=1e-5):
         raise unsupported("its converted form does not reproduce the module's output")
     node = Node(len(nodes), fx_node.name, op, inputs, out_shape)
     nodes.append(node)
-    return ("node", node.index, value.to(dtype))
+    return ("node", node.index, value)
 
 
 def _is_node(a: Any) -> bool:

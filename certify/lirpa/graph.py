@@ -121,6 +121,9 @@ def trace(module: nn.Module, x: torch.Tensor) -> Graph:
             "LiRPA needs a network without data-dependent Python control flow"
         ) from err
     root = torch.fx.GraphModule(module, fx_graph)
+    # The concrete walk runs in the module's own dtype; ops are built in x.dtype.
+    floats = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    x_call = x.detach().to(floats[0].dtype if floats else x.dtype)
     nodes: list[Node] = []
     env: dict[str, Any] = {}  # fx name -> ("node", index, value) or ("const", value)
     output: int | None = None
@@ -132,7 +135,7 @@ def trace(module: nn.Module, x: torch.Tensor) -> Graph:
                         f"the network takes several inputs (node {fx_node.name}); LiRPA bounds one image input"
                     )
                 nodes.append(Node(0, "input", None, (), tuple(x.shape[1:])))
-                env[fx_node.name] = ("node", 0, x)
+                env[fx_node.name] = ("node", 0, x_call)
             elif fx_node.op == "get_attr":
                 env[fx_node.name] = ("const", _fetch_attr(root, fx_node.target))
             elif fx_node.op == "output":

@@ -247,3 +247,14 @@ def test_method_names_and_bad_arguments():
     lb, ub = compute_bounds(net, x, 0.01, method="alpha-crown",
                             options={"optimize_bound_args": {"iteration": 2, "lr_alpha": 0.1, "optimizer": "adam"}})
     assert (lb <= ub).all()
+
+
+def test_float64_input_on_float32_network():
+    """Bounds are computed in x.dtype; the network keeps its own dtype."""
+    net = build("resnet")
+    x = _inputs()
+    lb32, ub32 = compute_bounds(net, x, 0.02, method="crown")
+    lb64, ub64 = compute_bounds(net, x.double(), 0.02, method="crown")
+    assert lb64.dtype == torch.float64 and next(net.parameters()).dtype == torch.float32
+    torch.testing.assert_close(lb64.float(), lb32, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ub64.float(), ub32, atol=1e-4, rtol=1e-4)
