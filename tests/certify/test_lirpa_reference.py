@@ -109,3 +109,17 @@ def test_alpha_rules_catch_the_clamp_freeze():
     _, data = load_net(case["net"])
     with pytest.raises(AssertionError, match="rule [34]"):
         check_alpha_rules(case, data, data[case["crown_lb_key"]], data[case["crown_ub_key"]])
+
+
+def test_onnx2torch_twin_matches_reference():
+    """The torch twin of an ONNX model (how ONNX audits reach LiRPA) gives the same CROWN bounds."""
+    onnx = pytest.importorskip("onnx")
+    onnx2torch = pytest.importorskip("onnx2torch")
+    case = next(c for c in cases() if c["id"] == "cnn_bn/linf_1/CROWN/margin")
+    _, data = load_net(case["net"])
+    twin = onnx2torch.convert(onnx.load(str(REF / manifest()["nets"][case["net"]]["onnx"]))).eval()
+    lb, ub = compute_bounds(twin, torch.from_numpy(data["x"]), case["eps"], method="CROWN",
+                            C=torch.from_numpy(data["C"]), x_min=None, x_max=None)
+    ref_lb, ref_ub = data[case["lb_key"]], data[case["ub_key"]]
+    tol = crown_tol(case, ref_lb, ref_ub)
+    assert (np.abs(lb.double().numpy() - ref_lb) <= tol).all() and (np.abs(ub.double().numpy() - ref_ub) <= tol).all()
