@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--sequential-images", type=int, default=None, help="images for the samples ratio (default all)")
     ap.add_argument("--agree-images", type=int, default=100, help="images for the fixed-n vs sequential run")
     ap.add_argument("--agree-n", type=int, default=0, help="budget of that run (default: --n)")
     ap.add_argument("--replicates", type=int, default=200, help="simulated replicates per image (0: off)")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seq_samples, seq_cert_acc, undecided = [], 0, 0
     start = time.perf_counter()
-    for x, y, sid in zip(data.x, data.y.tolist(), data.ids):
+    for x, y, sid in list(zip(data.x, data.y.tolist(), data.ids))[: args.sequential_images]:
         seq = certify_sequential(model, x, sigma=args.sigma, radii=[args.radius], n0=args.n0, n_max=args.n,
                                  alpha=args.alpha, batch_size=args.batch,
                                  generator=make_generator(derive_seed(args.seed, "sequential", sid)))
@@ -146,11 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         undecided += seq.decisions[0] is Decision.UNDECIDED
     k = len(seq_samples)
     fixed_cost = args.n0 + args.n
-    print(f"[sequential] r = {args.radius}, sigma = {args.sigma}, alpha = {args.alpha}, n_max = {args.n}, "
-          f"{k} images: {np.mean(seq_samples):,.0f} samples/image (median {np.median(seq_samples):,.0f}, "
-          f"max {max(seq_samples):,}) vs fixed-n CERTIFY {fixed_cost:,}: ratio {fixed_cost / np.mean(seq_samples):.1f}x "
-          f"(target >= 5x); certified accuracy at r {seq_cert_acc / k:.3f}; undecided {undecided}; "
-          f"{time.perf_counter() - start:.0f}s")
+    if k:
+        print(f"[sequential] r = {args.radius}, sigma = {args.sigma}, alpha = {args.alpha}, n_max = {args.n}, "
+              f"{k} images: {np.mean(seq_samples):,.0f} samples/image (median {np.median(seq_samples):,.0f}, "
+              f"max {max(seq_samples):,}) vs fixed-n CERTIFY {fixed_cost:,}: ratio {fixed_cost / np.mean(seq_samples):.1f}x "
+              f"(target >= 5x); certified accuracy at r {seq_cert_acc / k:.3f}; undecided {undecided}; "
+              f"{time.perf_counter() - start:.0f}s")
 
     # decision agreement, apples to apples at budget agree_n, on the first agree_images images
     n_agree = args.agree_n or args.n
