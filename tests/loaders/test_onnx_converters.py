@@ -185,12 +185,14 @@ def test_comparisons_and_isinf_isnan_at_opset20():
     _assert_same(model, {"x": x})
 
 
-def test_averagepool19_and_resize19_delegate_at_defaults():
+@pytest.mark.parametrize("opset", [18, 19])
+def test_averagepool_and_resize_delegate_at_defaults(opset):
+    dilations = {"dilations": [1, 1]} if opset >= 19 else {}  # AveragePool-19 attribute
     nodes = [
-        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], dilations=[1, 1]),
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], **dilations),
         helper.make_node("Resize", ["p", "", "", "sz"], ["y"], mode="linear"),
     ]
-    model = _model(nodes, [_vi("x", [2, 3, 8, 8])], [_vi("y", None)], 19, [_ints("sz", [2, 3, 6, 6])])
+    model = _model(nodes, [_vi("x", [2, 3, 8, 8])], [_vi("y", None)], opset, [_ints("sz", [2, 3, 6, 6])])
     _assert_same(model, {"x": RNG.normal(size=(2, 3, 8, 8)).astype(np.float32)})
 
 
@@ -252,3 +254,15 @@ def test_split18_with_empty_split_input():
     node = helper.make_node("Split", ["x", ""], ["a", "b"], axis=1, num_outputs=2)
     model = _model([node], [_vi("x", [2, 5])], [_vi("a", None), _vi("b", None)], 18)
     _assert_same(model, {"x": RNG.normal(size=(2, 5)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("reduction", ["none", "max"])
+def test_scatternd18(reduction):
+    node = helper.make_node("ScatterND", ["x", "i", "u"], ["y"], reduction=reduction)
+    inits = [_ints("i", [[1], [3]]), numpy_helper.from_array(np.array([9.0, -10.0], np.float32), "u")]
+    model = _model([node], [_vi("x", [5])], [_vi("y", None)], 18, inits)
+    if reduction == "max":
+        with pytest.raises(TwinBuildError, match="reduction 'max'"):
+            build_twin(model)
+    else:
+        _assert_same(model, {"x": np.arange(5, dtype=np.float32)})
