@@ -68,14 +68,14 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, norm: Norm, eps: float | torch
     towards ``x``), so the result satisfies both constraints.
     """
     delta = x_adv - x
+    shape = (-1, *([1] * (x.dim() - 1)))
+    radius = (eps.to(x.device, x.dtype).reshape(shape) if isinstance(eps, torch.Tensor)
+              else torch.tensor(float(eps), dtype=x.dtype, device=x.device))
     if norm is Norm.LINF:
-        e = eps if isinstance(eps, torch.Tensor) else torch.tensor(float(eps), dtype=x.dtype)
-        e = e.to(x.device).reshape(-1, *([1] * (x.dim() - 1))) if e.dim() else e
-        delta = torch.maximum(torch.minimum(delta, e), -e)
+        delta = torch.maximum(torch.minimum(delta, radius), -radius)
     else:
-        n = per_sample_norm(delta, norm).reshape(-1, *([1] * (x.dim() - 1)))
-        e = eps.reshape(-1, *([1] * (x.dim() - 1))) if isinstance(eps, torch.Tensor) else eps
-        delta = delta * torch.clamp(e / (n + 1e-12), max=1.0)
+        n = per_sample_norm(delta, norm).reshape(shape)
+        delta = delta * torch.clamp(radius / (n + 1e-12), max=1.0)
     return torch.clamp(x + delta, 0.0, 1.0)
 
 

@@ -83,6 +83,12 @@ class EpsSweep(Stage):
         "full": {"eps": tuple(e / 255 for e in (*GRID_255, 32.0)), "pgd_steps": 20, "bootstrap": 1000},
     }
     description = "Adversarial error E(eps) for FGSM and PGD on a log grid, with a power-law fit."
+    metric_docs = {
+        "adv_error.<attack>.e<eps*255>": "clean-correct samples misclassified under <attack> at eps / clean-correct",
+        "powerlaw.<attack>.beta": "fitted exponent of E = A eps^beta (absent when undefined), ci_low/ci_high bootstrap",
+        "powerlaw.<attack>.points": "eps points inside the fit window",
+        "logit_gap.median": "median clean top-1 minus top-2 logit gap (clean-correct samples)",
+    }
 
     def check(self, model: ModelAdapter, data: Dataset) -> None:
         if not model.has(Capability.GRADIENTS):
@@ -139,7 +145,7 @@ class EpsSweep(Stage):
                 lo.append(r[f"adv_error.{name}.{eps_key(e)}.ci_low"])
                 hi.append(r[f"adv_error.{name}.{eps_key(e)}.ci_high"])
             pos = eps > 0
-            lines.append(figures.series(name, eps[pos] * 255, _log_safe(errs[name][pos]),
+            lines.append(figures.series(name, (eps[pos] * 255).tolist(), _log_safe(errs[name][pos]),
                                         low=_log_safe(np.asarray(lo)[pos]), high=_log_safe(np.asarray(hi)[pos])))
             fit = fit_power_law(eps, k, n_c, max_error=p.max_error, min_errors=p.min_errors)
             key = f"powerlaw.{name}"
@@ -173,7 +179,7 @@ class EpsSweep(Stage):
             metrics["logit_gap.density_near_0"] = float(np.mean(gaps < h) / h)
             counts, edges = np.histogram(gaps, bins=20)
             figs.append(figures.bar_chart("Clean logit gap (top-1 minus top-2)", [f"{v:.2g}" for v in edges[:-1]],
-                                          counts.astype(float), y_label="samples",
+                                          counts.astype(float).tolist(), y_label="samples",
                                           caption="density_near_0 = fraction with gap < 0.1 median / (0.1 median)"))
         budget: dict[str, Any] = {"norm": "linf", "eps": list(eps), "eps_255": [float(e * 255) for e in eps],
                                   "attacks": list(p.attacks), "pgd_steps": p.pgd_steps,
@@ -182,8 +188,8 @@ class EpsSweep(Stage):
         return StageOutput(metrics=metrics, figures=figs, notes=notes, warnings=warnings, budget=budget)
 
 
-def _log_safe(v: np.ndarray) -> np.ndarray:
+def _log_safe(v: np.ndarray) -> list[float]:
     """Zeros cannot be drawn on a log axis: map them to nan (rendered as gaps)."""
     out = np.asarray(v, dtype=np.float64).copy()
     out[out <= 0] = np.nan
-    return out
+    return [float(e) for e in out]

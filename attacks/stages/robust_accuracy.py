@@ -100,6 +100,14 @@ class RobustAccuracy(Stage):
         "full": {"steps": 100, "restarts": 3, "square_queries": 5000, "mode": "independent"},
     }
     description = "Accuracy under FGSM/PGD/APGD-CE/APGD-DLR/Square within an eps-ball (worst case per sample)."
+    metric_docs = {
+        "robust_accuracy": "fraction of all samples correct under every attack (upper bound on true robustness)",
+        "robust_accuracy.<attack>": "cascade: cumulative up to <attack>; independent: <attack> alone",
+        "attack_success_rate": "clean-correct samples broken by at least one attack / clean-correct",
+        "clean_accuracy": "top-1 accuracy without attack",
+        "passes.forward": "forward passes spent (images), verification passes included",
+        "square.queries_median_success": "median Square queries of the samples Square broke",
+    }
 
     def _runnable(self, model: ModelAdapter) -> tuple[list[str], list[str]]:
         names = list(self.params.attacks)
