@@ -53,7 +53,7 @@ def _token_gradcam(module: nn.Module, layer: nn.Module, x: torch.Tensor, target:
     handle = layer.register_forward_hook(keep)
     try:
         with torch.enable_grad():
-            logits = module(x)
+            logits = module(x.detach().clone().requires_grad_(True))  # frozen weights: grads flow via x
             (g,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), box[0])
     finally:
         handle.remove()

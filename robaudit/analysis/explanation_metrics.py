@@ -47,9 +47,12 @@ def top_mask(m: torch.Tensor, frac: float) -> torch.Tensor:
 
 
 def topk_iou(a: torch.Tensor, b: torch.Tensor, frac: float = 0.1) -> torch.Tensor:
-    """Per-image IoU of the top-``frac`` pixels of two maps."""
+    """Per-image IoU of the top-``frac`` pixels of two maps (NaN where a map is constant: no top set)."""
     ma, mb = top_mask(a, frac), top_mask(b, frac)
-    return (ma & mb).sum(1).double() / (ma | mb).sum(1).double()
+    iou = (ma & mb).sum(1).double() / (ma | mb).sum(1).double()
+    fa, fb = a.detach().flatten(1), b.detach().flatten(1)
+    const = (fa.amax(1) == fa.amin(1)) | (fb.amax(1) == fb.amin(1))
+    return iou.masked_fill(const.cpu(), float("nan"))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -48,6 +48,7 @@ class CausalParams:
 
     layers: tuple[str, ...] = ()
     auto_layers: int = 3
+    map_layer: str | None = None
     k: int = 16
     baseline: str = "mean"
     n_per_class: int = 50
@@ -153,9 +154,26 @@ class CausalAttribution(Stage):
         arrays["edges"] = np.array(edges, dtype=np.float64).reshape(-1, 5)
         arrays["ablation_acc"] = abl
         arrays["class_n"] = np.array([len(sets.get(y, [])) for y in range(nc)])
-        arrays.update(self._explanations(model, module, layers[-1], batch, ok, aces[-1], generator))
+        mi = self._map_layer(module, layers, batch.x[:1])
+        arrays["map_layer"] = np.array([layers[mi]])
+        arrays.update(self._explanations(model, module, layers[mi], batch, ok, aces[mi], generator))
         arrays["layer_names"] = np.array(layers)
         return UnitOutput(arrays=arrays, counters={"classes": float(len(classes))})
+
+    def _map_layer(self, module: torch.nn.Module, layers: list[str], x: torch.Tensor) -> int:
+        """Index of the layer whose causal channels make the maps (and where Grad-CAM is taken).
+
+        Default: the last chosen layer; for token layers (ViT) the penultimate one, because in a
+        class-token ViT the last block's patch tokens never reach the head (their maps are 0).
+        """
+        p = self.params
+        if p.map_layer is not None:
+            if p.map_layer not in layers:
+                raise ParameterError(f"map_layer {p.map_layer!r} must be one of the analysed layers {layers}")
+            return layers.index(p.map_layer)
+        if len(layers) >= 2 and activation(module, layers[-1], x).dim() == 3:
+            return len(layers) - 2
+        return len(layers) - 1
 
     def _explanations(self, model: ModelAdapter, module: torch.nn.Module, layer: str, batch: Batch,
                       ok: torch.Tensor, ace_last: torch.Tensor, generator: torch.Generator) -> dict[str, np.ndarray]:
@@ -221,7 +239,8 @@ class CausalAttribution(Stage):
         metrics["expl_pgd_kept_n"] = float(np.sum(arrays.get("pgd_kept", [])))
         notes = [f"layers: {', '.join(layers)}; baseline: {p.baseline} (over all analysed images); top-{p.k} channels per layer; effects in "
                  f"logit space; ablation: top-{p.ablation_k} causal vs {p.ablation_k} random channels of the last "
-                 f"layer ({p.random_repeats} random draws)",
+                 f"layer ({p.random_repeats} random draws); explanation maps and Grad-CAM at "
+                 f"{arrays['map_layer'][0]}",
                  "METHODS §7 is robaudit's operationalisation: no official code or full text of the paper was "
                  "available."]
         warnings = []

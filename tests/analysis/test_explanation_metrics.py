@@ -20,6 +20,7 @@ def test_spearman_and_iou_known_values() -> None:
     assert math.isnan(spearman(a, torch.zeros_like(a)).item())
     assert topk_iou(a, a).item() == 1.0
     assert topk_iou(a, -a).item() == 0.0
+    assert math.isnan(topk_iou(a, torch.zeros_like(a)).item())
     b = a.clone()
     b[0, 9, 5:] = -1  # the top 5 of the 10 top pixels move out of b's top 10
     assert topk_iou(a, b).item() == pytest.approx(5 / 15)
@@ -60,7 +61,7 @@ def test_baselines_shapes_and_gradcam_on_gap_net_is_cam() -> None:
 
 
 def test_token_gradcam_runs_on_token_layers() -> None:
-    net = TokenNet().double().eval()
+    net = TokenNet().double().eval().requires_grad_(False)  # adapters freeze weights
     x = images(3, 4)
     m = gradcam(net, "blocks.0.mlp", x, torch.tensor([0, 1, 2]))
     assert m.shape == (3, 4, 4) and torch.isfinite(m).all()
