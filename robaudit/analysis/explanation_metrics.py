@@ -80,7 +80,7 @@ def block_order(maps: torch.Tensor, block: int) -> tuple[torch.Tensor, tuple[int
 
 def deletion_insertion_auc(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, maps: torch.Tensor,
                            target: torch.Tensor, *, block: int = 7, blurred: torch.Tensor | None = None, sigma: float = 5.0,
-                           max_batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+                           max_batch: int = 512, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(deletion AUC, insertion AUC) per image.
 
     Args:
@@ -89,6 +89,8 @@ def deletion_insertion_auc(logits_fn: Callable[[torch.Tensor], torch.Tensor], x:
         target: the class y tracked for each image (N,) (p_y = softmax probability).
         block: block side in pixels (7 for CNNs, 16 or the patch size for ViTs).
         blurred: the replacement images (default: Gaussian blur of x with ``sigma``).
+        steps: evaluate the curve at this many evenly spaced block counts (round(s * B / steps)
+            blocks at step s) instead of after every block (None = every block).
 
     Returns:
         Two tensors (N,).
@@ -100,6 +102,12 @@ def deletion_insertion_auc(logits_fn: Callable[[torch.Tensor], torch.Tensor], x:
     blurred = gaussian_blur(x, sigma) if blurred is None else blurred
     order, (gh, gw) = block_order(maps, block)
     nb = gh * gw
+    if steps is not None and steps < 1:
+        raise ParameterError(f"steps must be >= 1 (or None for every block), got {steps}")
+    ns_steps = nb if steps is None else min(steps, nb)
+    counts = torch.round(torch.arange(ns_steps + 1, dtype=torch.float64) * nb / ns_steps).to(x.device)
+    fracs = counts.cpu() / nb
+    ns = ns_steps + 1
     h, w = x.shape[-2:]
     dels, inss = [], []
     for i in range(len(x)):
@@ -107,8 +115,7 @@ def deletion_insertion_auc(logits_fn: Callable[[torch.Tensor], torch.Tensor], x:
         rank[order[i]] = torch.arange(nb)
         grid = rank.view(1, 1, gh, gw).float()
         pix = F.interpolate(grid, scale_factor=block, mode="nearest")[0, 0, :h, :w].to(x.device)
-        steps = torch.arange(nb + 1, device=x.device).view(-1, 1, 1, 1)
-        removed = (pix.unsqueeze(0).unsqueeze(0) < steps).to(x.dtype)  # (B+1, 1, H, W)
+        removed = (pix.unsqueeze(0).unsqueeze(0) < counts.view(-1, 1, 1, 1)).to(x.dtype)  # (S+1, 1, H, W)
         deleted = x[i] * (1 - removed) + blurred[i] * removed
         inserted = blurred[i] * (1 - removed) + x[i] * removed
         both = torch.cat([deleted, inserted])
@@ -116,11 +123,10 @@ def deletion_insertion_auc(logits_fn: Callable[[torch.Tensor], torch.Tensor], x:
             p = torch.cat([F.softmax(logits_fn(both[j : j + max_batch]), dim=1)[:, int(target[i])]
                            for j in range(0, len(both), max_batch)])
         p = p.double().cpu()
-        dels.append(_auc(p[: nb + 1]))
-        inss.append(_auc(p[nb + 1 :]))
+        dels.append(_auc(p[:ns], fracs))
+        inss.append(_auc(p[ns:], fracs))
     return torch.tensor(dels, dtype=torch.float64), torch.tensor(inss, dtype=torch.float64)
 
 
-def _auc(curve: torch.Tensor) -> float:
-    n = len(curve) - 1
-    return float(((curve[1:] + curve[:-1]) / 2).sum() / n)
+def _auc(curve: torch.Tensor, fracs: torch.Tensor) -> float:
+    return float(torch.trapezoid(curve, fracs))

@@ -61,6 +61,7 @@ class CausalParams:
     ig_steps: int = 50
     block: int | None = None
     blur_sigma: float = 5.0
+    deletion_steps: int | None = 16
     ablation_k: int = 8
     random_repeats: int = 5
     graph_classes: int = 3
@@ -78,6 +79,8 @@ class CausalParams:
                                  f"{list(self.methods)}")
         if not 0 <= self.edge_threshold <= 1 or self.noise_sigma < 0 or self.pgd_eps < 0:
             raise ParameterError("need 0 <= edge_threshold <= 1, noise_sigma >= 0 and pgd_eps >= 0")
+        if self.deletion_steps is not None and self.deletion_steps < 1:
+            raise ParameterError("deletion_steps must be >= 1 (or unset to evaluate after every block)")
         if self.expl_images < 0 or self.pgd_steps < 1 or self.ig_steps < 2 or (self.block is not None
                                                                                and self.block < 1):
             raise ParameterError("need expl_images >= 0, pgd_steps >= 1, ig_steps >= 2 and block >= 1")
@@ -93,9 +96,9 @@ class CausalAttribution(Stage):
     unit_size = None  # per-class image sets span the whole audit set
     profiles = {
         "quick": {"auto_layers": 2, "k": 6, "n_per_class": 4, "expl_images": 12, "ig_steps": 16,
-                  "pgd_steps": 5, "random_repeats": 3, "graph_classes": 2, "figure_images": 2},
+                  "pgd_steps": 5, "random_repeats": 3, "graph_classes": 2, "figure_images": 2, "deletion_steps": 8},
         "standard": {"k": 16, "n_per_class": 20, "expl_images": 48},
-        "full": {"k": 16, "n_per_class": 50, "expl_images": 200, "random_repeats": 10},
+        "full": {"k": 16, "n_per_class": 50, "expl_images": 200, "random_repeats": 10, "deletion_steps": None},
     }
     description = "Causal path interventions on hidden channels (METHODS §7): graph, maps, stability, faithfulness."
     metric_docs = {
@@ -203,7 +206,7 @@ class CausalAttribution(Stage):
                 out[f"rho_pgd_{m}"] = spearman(maps[kept], m_adv).numpy()
                 out[f"iou_pgd_{m}"] = topk_iou(maps[kept], m_adv).numpy()
             d, i = deletion_insertion_auc(model.logits, x, maps, y, block=block, sigma=p.blur_sigma,
-                                          max_batch=p.max_batch)
+                                          max_batch=p.max_batch, steps=p.deletion_steps)
             out[f"del_{m}"], out[f"ins_{m}"] = d.numpy(), i.numpy()
         return out
 

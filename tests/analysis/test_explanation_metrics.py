@@ -40,6 +40,14 @@ def test_deletion_insertion_exact_on_a_half_image_model() -> None:
                                   blurred=torch.zeros_like(x))
     assert d.tolist() == pytest.approx([0.25, 0.75], abs=1e-6)
     assert i.tolist() == pytest.approx([0.75, 0.25], abs=1e-6)
+    # two steps (0, 2, 4 blocks): the curve is sampled at 0, 0.5, 1 of the blocks
+    d, i = deletion_insertion_auc(logits_fn, x, maps, torch.zeros(2, dtype=torch.long), block=4,
+                                  blurred=torch.zeros_like(x), steps=2)
+    assert d.tolist() == pytest.approx([0.25, 0.75], abs=1e-6)
+    x3 = torch.ones(1, 1, 12, 12, dtype=torch.float64)  # 9 blocks of 4x4 ~ unequal steps still span [0, 1]
+    d, i = deletion_insertion_auc(logits_fn, x3, torch.rand(1, 12, 12, dtype=torch.float64),
+                                  torch.zeros(1, dtype=torch.long), block=4, blurred=torch.zeros_like(x3), steps=4)
+    assert 0 <= d.item() <= 1 and 0 <= i.item() <= 1
 
 
 def test_blur_preserves_constants_and_smooths() -> None:
