@@ -5,7 +5,8 @@ patch is a synthetic planar square centred in the image (side ``object_fraction`
 image side). The patch is a square of side ``patch_fraction`` of the image side placed in
 the object's canonical frame (centre, bottom, top or a random location). Renderings:
 
-* digital: the patch pasted axis-aligned at its canonical place (integer offsets), no lighting;
+* digital: the patch pasted axis-aligned at its canonical place (integer offsets, exact hard
+  paste), no lighting;
 * geometric: the object plane is jittered (rotation U(-r, r) deg, translation, scale,
   per-corner perspective jitter) and the patch rides on it through the homography
   canonical object -> jittered quad;
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from robaudit.attacks.patches.compose import render_patch
 from robaudit.attacks.patches.lighting import percentile_coefficients
-from robaudit.attacks.patches.render import homography, translation, warp
+from robaudit.attacks.patches.render import Interpolation, homography, translation, warp
 
 
 class PatchLocation(str, enum.Enum):
@@ -171,5 +172,7 @@ class SyntheticScene:
         a = b = None
         if r.lighting:
             a, b = self.lighting(images, draw, r.geometric, jitter_light)
-        out, _ = render_patch(images, patch, h, a=a, b=b)
+        # off-plane poses need bilinear sampling; an axis-aligned integer paste is exact with nearest
+        interp = Interpolation.BILINEAR if r.geometric else Interpolation.NEAREST
+        out, _ = render_patch(images, patch, h, a=a, b=b, interpolation=interp)
         return out
