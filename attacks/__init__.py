@@ -9,3 +9,5 @@ from robaudit.attacks.pgd import PGD as PGD
 from robaudit.attacks.powerlaw import PowerLawFit as PowerLawFit
 from robaudit.attacks.powerlaw import fit_power_law as fit_power_law
 from robaudit.attacks.square import Square as Square
+from robaudit.attacks.corruptions import CORRUPTIONS as CORRUPTIONS
+from robaudit.attacks.corruptions import corrupt as corrupt
