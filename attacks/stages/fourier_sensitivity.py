@@ -34,7 +34,7 @@ class FourierSensitivityParams:
     """``norm`` v (None: 4.0 up to 64 px, 15.7 above, Yin et al.'s CIFAR / ImageNet values);
     ``window``: half-width of the dense centred window; ``stride``: spacing of the sparse samples
     outside it. Defaults: the whole spectrum up to 64 px, else window 31 / stride 7; with
-    ``coarse`` (quick profile): window 4 / stride 2 up to 64 px, else window 15 / stride 14."""
+    ``coarse`` (quick profile): window 2 / stride 4 up to 64 px, else window 15 / stride 14."""
 
     norm: float | None = None
     rand_flip: bool = True
@@ -59,7 +59,7 @@ class FourierSensitivityParams:
         small = max(h, w) <= SMALL_IMAGE
         norm = self.norm if self.norm is not None else (4.0 if small else 15.7)
         if self.coarse:
-            window, stride = (4, 2) if small else (15, 14)
+            window, stride = (2, 4) if small else (15, 14)
         else:
             window, stride = (None, 1) if small else (31, 7)
         if self.window is not None:

@@ -174,7 +174,7 @@ def test_zero_norm_gives_the_clean_error_everywhere(setup) -> None:  # type: ign
 
 def test_quick_profile_samples_fewer_positions(setup) -> None:  # type: ignore[no-untyped-def]
     params = FourierSensitivity.Params(**FourierSensitivity.profiles["quick"])
-    assert params.resolve(32, 32) == (4.0, 4, 2)
+    assert params.resolve(32, 32) == (4.0, 2, 4)
     assert params.resolve(224, 224) == (15.7, 15, 14)
     assert dataclasses.replace(params, coarse=False).resolve(224, 224) == (15.7, 31, 7)
 
