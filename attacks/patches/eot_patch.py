@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from robaudit.attacks.patches.synthetic_scene import Rendering, SceneDraw, SyntheticScene
+from robaudit.attacks.patches.synthetic_scene import PatchLocation, Rendering, SceneDraw, SyntheticScene
 
 from robaudit.model import ModelAdapter
 
@@ -101,7 +101,7 @@ class EOTPatch:
                 d = _select(fixed, idx)
             else:
                 d = self.scene.draw(len(xb), generator)
-                if self.scene.spec.location.value != "random":
+                if self.scene.spec.location is not PatchLocation.RANDOM:
                     d = SceneDraw(d.quad, _select(fixed, idx).repeat(e).offset, d.light)
             patch = (torch.tanh(z) + 1.0) / 2.0
             pb = patch if self.universal else patch[idx].repeat_interleave(e, 0)

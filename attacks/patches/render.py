@@ -144,7 +144,7 @@ def warp(image: torch.Tensor, h: torch.Tensor, out_hw: tuple[int, int],
         interpolation: ``bilinear`` (default) or ``nearest``.
     """
     b, _, sh, sw = image.shape
-    hh = h.to(torch.float64)
+    hh = h.detach().to("cpu", torch.float64)  # geometry is not differentiated; solved on the CPU in float64
     if hh.dim() == 2:
         hh = hh.expand(b, 3, 3)
     inv = torch.linalg.inv(hh)
@@ -160,5 +160,5 @@ def warp(image: torch.Tensor, h: torch.Tensor, out_hw: tuple[int, int],
     nx = torch.where(valid, 2.0 * (src[:, 0] / safe) / sw - 1.0, torch.full_like(wz, -4.0))
     ny = torch.where(valid, 2.0 * (src[:, 1] / safe) / sh - 1.0, torch.full_like(wz, -4.0))
     grid = torch.stack([nx, ny], dim=-1).reshape(b, out_h, out_w, 2).clamp(-4.0, 4.0)
-    return F.grid_sample(image, grid.to(image.dtype), mode=Interpolation(interpolation).value,
+    return F.grid_sample(image, grid.to(device=image.device, dtype=image.dtype), mode=Interpolation(interpolation).value,
                          padding_mode="zeros", align_corners=False)

@@ -147,19 +147,20 @@ class SyntheticScene:
         """(n, 3, 3) patch canvas -> image: object homography after the in-object offset."""
         return self.object_homography(draw, geometric) @ translation(draw.offset[:, 0], draw.offset[:, 1])
 
-    def object_mask(self, draw: SceneDraw, geometric: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def object_mask(self, draw: SceneDraw, geometric: bool, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
         """(n, 1, H, W) soft mask of the object in the image."""
         side = self.spec.object_side
-        ones = torch.ones(len(draw), 1, side, side, dtype=dtype)
+        ones = torch.ones(len(draw), 1, side, side, dtype=dtype, device=device)
         return warp(ones, self.object_homography(draw, geometric), self.spec.image_hw)
 
     def lighting(self, images: torch.Tensor, draw: SceneDraw, geometric: bool, jitter: bool
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Percentile relight (a, b) (n, 1, 1, 1) from each image's object pixels; jittered for EOT."""
-        mask = self.object_mask(draw, geometric, images.dtype)
+        mask = self.object_mask(draw, geometric, images.dtype, images.device)
         a, b = percentile_coefficients(images, mask, self.spec.relight_percentile)
         if jitter:
-            u = draw.light.to(images.dtype)
+            u = draw.light.to(device=images.device, dtype=images.dtype)
             a = a * (1.0 + self.spec.light_a_jitter * u[:, 0].reshape(-1, 1, 1, 1))
             b = b + self.spec.light_b_jitter * u[:, 1].reshape(-1, 1, 1, 1)
         return a, b
