@@ -93,6 +93,12 @@ def _init_alphas(graph: Graph, init: CrownResult, n_spec: int) -> AllAlphas:
     return alphas
 
 
+def _op(graph: Graph, index: int) -> LeakyReLUOp:
+    op = graph.nodes[index].op
+    assert isinstance(op, LeakyReLUOp)
+    return op
+
+
 def optimize_lower(graph: Graph, ptb: Perturbation, C: torch.Tensor, opts: AlphaOptions) -> torch.Tensor:
     """The best lower bound ``(B, S)`` of ``C[b] @ f(x)`` found by the optimiser."""
     with torch.no_grad():
@@ -105,7 +111,7 @@ def optimize_lower(graph: Graph, ptb: Perturbation, C: torch.Tensor, opts: Alpha
     params = [a for group in alphas.values() for a in group.values()]
     if not params or opts.iterations == 0:
         return best
-    ranges = [(a, graph.nodes[i].op.alpha_bounds()) for group in alphas.values() for i, a in group.items()]
+    ranges = [(a, _op(graph, i).alpha_bounds()) for group in alphas.values() for i, a in group.items()]
     optimizer = torch.optim.Adam(params, lr=opts.lr)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, opts.lr_decay)
     best_total, stall = float(best.sum()), 0

@@ -43,13 +43,13 @@ def convert_call(root: nn.Module, fx_node: torch.fx.Node, env: dict[str, Any], n
     """Evaluate ``fx_node`` and, if it depends on the input, append its graph node."""
     from .graph import Node
 
-    args = torch.fx.node.map_arg(fx_node.args, lambda n: env[n.name])
-    kwargs = torch.fx.node.map_arg(fx_node.kwargs, lambda n: env[n.name])
+    args: Any = torch.fx.node.map_arg(fx_node.args, lambda n: env[n.name])
+    kwargs: Any = torch.fx.node.map_arg(fx_node.kwargs, lambda n: env[n.name])
     refs: list[int] = []
     vals = _values(args, refs)
     kvals = _values(kwargs, refs)
     if fx_node.op == "call_module":
-        target: Any = root.get_submodule(fx_node.target)
+        target: Any = root.get_submodule(str(fx_node.target))
         what = f"{type(target).__name__} (module '{fx_node.target}')"
         value = target(*vals, **kvals)
     elif fx_node.op == "call_function":
@@ -123,14 +123,14 @@ def _const(v: Any, out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: 
 
 def _make_op(key: Any, target: Any, args: Any, vals: Any, kvals: dict[str, Any], in_shapes: list[tuple[int, ...]],
              out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: Callable[..., Exception]) -> Op:
-    def p(t: torch.Tensor | None) -> torch.Tensor | None:
+    def p(t: Any) -> Any:
         return None if t is None else t.detach().to(dtype)
 
     one = [in_shapes[0]]
     if key in (nn.ReLU, "relu", "relu_"):
         return ReLUOp(one, out_shape)
     if key in (nn.LeakyReLU, "leaky_relu"):
-        slope = target.negative_slope if isinstance(target, nn.Module) else (
+        slope: Any = target.negative_slope if isinstance(target, nn.Module) else (
             vals[1] if len(vals) > 1 else kvals.get("negative_slope", 0.01))
         if not 0.0 <= float(slope) <= 1.0:
             raise unsupported(f"negative_slope {slope} outside [0, 1]")

@@ -30,7 +30,9 @@ def avgpool_op(key: Any, target: Any, vals: Any, kvals: dict[str, Any], in_shape
         if h % ho or w % wo:
             raise unsupported(f"adaptive pooling from {h}x{w} to {ho}x{wo} has uneven windows")
         kernel, stride, padding = (h // ho, w // wo), (h // ho, w // wo), (0, 0)
-        count_pad, ceil, divisor = True, False, None
+        count_pad: Any = True
+        ceil: Any = False
+        divisor: Any = None
     elif isinstance(target, nn.Module):
         kernel, padding = _pair(target.kernel_size), _pair(target.padding)
         stride = _pair(target.stride if target.stride is not None else target.kernel_size)
