@@ -3,7 +3,8 @@
 Conventions (METHODS.md §0.2, §2.3f, §9): ASR = #(clean-correct and patched-wrong) /
 #clean-correct on the evaluation images, vs ground truth, with a 95% Clopper-Pearson
 interval and its n; patched accuracy is vs ground truth on all evaluation images.
-Metric names: ``asr_synthetic`` (digital paste), ``asr_realistic`` (pose + relight),
+``asr_gap`` is paired (same images): its interval is a normal approximation on the
+per-image differences. Metric names: ``asr_synthetic`` (digital paste), ``asr_realistic`` (pose + relight),
 ``asr_ablation.geometric``, ``asr_ablation.lighting``, ``asr_gap`` for the digitally
 optimised patch; the same under ``eot.`` for the EOT-optimised patch.
 """
@@ -39,8 +40,20 @@ def metrics_for(arrays: dict[str, np.ndarray]) -> dict[str, float]:
             wrong = pred != label
             metrics.update(rate_metrics(prefix + name, int((wrong & correct).sum()), n_cc))
             metrics.update(rate_metrics(f"{prefix}patched_accuracy.{r.value}", int((~wrong).sum()), len(label)))
-        metrics[prefix + "asr_gap"] = metrics[prefix + "asr_synthetic"] - metrics[prefix + "asr_realistic"]
+        metrics.update(_paired_gap(prefix + "asr_gap", arrays[f"pred_{tag}_digital"][ev] != label,
+                                   arrays[f"pred_{tag}_realistic"][ev] != label, correct))
     return metrics
+
+
+def _paired_gap(name: str, fooled_a: np.ndarray, fooled_b: np.ndarray, correct: np.ndarray) -> dict[str, float]:
+    """ASR_a - ASR_b on the same clean-correct images, with a paired normal-approximation 95% interval."""
+    d = fooled_a[correct].astype(np.float64) - fooled_b[correct].astype(np.float64)
+    n = len(d)
+    if n == 0:
+        return {name: float("nan"), f"{name}.ci_low": float("nan"), f"{name}.ci_high": float("nan"), f"{name}.n": 0.0}
+    mean = float(d.mean())
+    half = 1.96 * float(d.std(ddof=1)) / np.sqrt(n) if n > 1 else float("nan")
+    return {name: mean, f"{name}.ci_low": mean - half, f"{name}.ci_high": mean + half, f"{name}.n": float(n)}
 
 
 def _draw(arrays: dict[str, np.ndarray], idx: np.ndarray) -> SceneDraw:

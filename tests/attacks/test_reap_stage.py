@@ -66,6 +66,7 @@ def test_metrics_are_consistent_with_the_arrays(mode: str) -> None:
             # ... and overall patched accuracy can only exceed clean_acc * (1 - ASR)
             assert m[f"{prefix}patched_accuracy.{r}"] >= m["clean_accuracy"] * (1 - asr) - 1e-12
         assert m[prefix + "asr_gap"] == pytest.approx(m[prefix + "asr_synthetic"] - m[prefix + "asr_realistic"])
+        assert m[prefix + "asr_gap.ci_low"] <= m[prefix + "asr_gap"] <= m[prefix + "asr_gap.ci_high"]
     k = 1 if mode == "universal" else 24
     assert arrays["patch_digital"].shape == (k, 3, 6, 6) and arrays["patch_eot"].shape == (k, 3, 6, 6)
     assert list(m)[0] == "asr_realistic"
