@@ -37,10 +37,9 @@ def impulse_noise(x: torch.Tensor, severity: int, generator: torch.Generator) ->
     """skimage's ``random_noise(mode='s&p', amount=c)``.
 
     Each value (pixel and channel independently) is replaced with probability
-    ``c`` by salt (1) or pepper (0), half each.
+    ``c`` by salt (1) or pepper (0), half each (one uniform draw decides both).
     """
     c = P.IMPULSE_NOISE[severity - 1]
-    flipped = _rand(x, generator) <= c
-    salted = _rand(x, generator) <= 0.5
-    out = torch.where(flipped & salted, torch.ones_like(x), x)
-    return torch.where(flipped & ~salted, torch.zeros_like(x), out)
+    u = _rand(x, generator)
+    out = torch.where(u <= c / 2, torch.ones_like(x), x)  # salt: flipped (u <= c) and salted (half)
+    return torch.where((u > c / 2) & (u <= c), torch.zeros_like(x), out)

@@ -213,6 +213,7 @@ class CorruptionAccuracy(Stage):
         """One image under every corruption at ``example_severity`` (a fresh, illustrative draw)."""
         p = self.params
         x = data.x[:1].cpu().float()
+        size: tuple[int, ...]
         if max(x.shape[-2:]) > 128:
             scale = 128 / max(x.shape[-2:])
             size = (max(8, round(x.shape[-2] * scale)), max(8, round(x.shape[-1] * scale)))

@@ -58,6 +58,7 @@ class FourierSensitivityParams:
         """(v, window, stride) for an H x W image (window None: the whole spectrum)."""
         small = max(h, w) <= SMALL_IMAGE
         norm = self.norm if self.norm is not None else (4.0 if small else 15.7)
+        window: int | None
         if self.coarse:
             window, stride = (2, 4) if small else (15, 14)
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from robaudit.attacks.corruptions import CORRUPTIONS, corrupt
 from robaudit.attacks.corruptions.blur import local_shuffle
 
 from robaudit.errors import ParameterError
+from tests.attacks._digits_cnn import single_thread
 
 # Reference ordering exceptions, measured on imagecorruptions 1.1.2 itself at 224 px
 # (tests/attacks/test_corrupt_reference.py prints them): glass blur severity 2 is
@@ -19,6 +22,13 @@ from robaudit.errors import ParameterError
 # severities 2 and 3 distort equally in the reference (58.6 vs 58.6 mean abs difference
 # on these images: severity 3 has more mean but a higher threshold).
 NON_MONOTONE = {("glass_blur", 2), ("glass_blur", 4), ("frost", 4), ("snow", 3)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: faster than oversubscribing the shared CI cores."""
+    with single_thread():
+        yield
 
 
 def natural_images(size: int) -> torch.Tensor:
@@ -170,3 +180,18 @@ def test_glass_shuffle_matches_the_reference_loop(delta: int) -> None:
         delta,
     )[0].permute(1, 2, 0).numpy()
     assert np.array_equal(ours, ref.astype(np.float32))
+
+
+def test_frost_texture_has_the_photographs_colour_moments() -> None:
+    from robaudit.attacks.corruptions import params as P
+    from robaudit.attacks.corruptions.frost_texture import frost_texture
+
+    tex = frost_texture(12, 224, 224, gen(5)) * 255  # (12, 3, 224, 224)
+    assert torch.equal(tex, frost_texture(12, 224, 224, gen(5)) * 255)
+    means = np.array([m for m, _ in P.FROST_STATS])
+    stds = np.array([s for _, s in P.FROST_STATS])
+    for img in tex:
+        m, s = img.mean(dim=(1, 2)).numpy(), img.std(dim=(1, 2)).numpy()
+        k = int(np.argmin(np.abs(means - m).sum(1)))
+        # a crop of a 1.5x texture: its moments scatter around the pool's (clipping trims the tails)
+        assert np.abs(m - means[k]).max() < 12 and np.all((s > 0.5 * stds[k]) & (s < 1.3 * stds[k])), (m, s)

@@ -12,6 +12,7 @@ import os
 import sys
 import types
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -26,8 +27,17 @@ from robaudit.attacks.corruptions.filters import (
     warp_bilinear_symmetric,
 )
 
+from tests.attacks._digits_cnn import single_thread
+
 pytest.importorskip("cv2")
 pytest.importorskip("skimage")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: faster than oversubscribing the shared CI cores."""
+    with single_thread():
+        yield
 
 
 def load_imagecorruptions() -> types.ModuleType:
@@ -151,7 +161,7 @@ def test_noise_statistics_match(name: str, ic: types.ModuleType, photos: np.ndar
 # mean |corrupted - clean|, averaged over seeds. Relative tolerances cover seed-to-seed
 # spread (fog's fractal and snow's flakes vary most) and, for frost, the procedural
 # texture (colour moments match the photographs; structure is an approximation).
-RANDOM_FIDELITY = {"elastic_transform": (2, 0.08), "snow": (3, 0.15), "fog": (6, 0.20), "frost": (4, 0.30)}
+RANDOM_FIDELITY = {"elastic_transform": (2, 0.08), "snow": (3, 0.15), "fog": (6, 0.20), "frost": (3, 0.30)}
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM_FIDELITY))
