@@ -129,6 +129,16 @@ def test_batched_interventions_equal_one_channel_at_a_time(kind: str) -> None:
         net, name, dim = TokenNet().double().eval(), "blocks.0.mlp", 2
         layer = net.blocks[0].mlp
     ref = _one_at_a_time(net, layer, x, 1, dim)
+    # the CNN may share the prefix before the layer; the token net's residual around mlp forbids it
+    from robaudit.analysis.causal import _group_logits
+    masks = torch.eye(8 if kind == "tokens" else 4, dtype=torch.bool)[:2]
+    value = activation(net, name, x).mean(0)
+    if kind == "cnn":
+        assert torch.allclose(_group_logits(net, layer, x, masks, value, shared=True),
+                              _group_logits(net, layer, x, masks, value, shared=False), atol=1e-12)
+    else:
+        with pytest.raises(RuntimeError):
+            _group_logits(net, layer, x, masks, value, shared=True)
     for max_batch in (5, 12, 4096):  # one channel per forward, uneven groups, all channels at once
         ace = channel_effects(net, name, x, 1, baseline="mean", max_batch=max_batch)
         assert torch.allclose(ace, ref, atol=1e-12)
