@@ -76,16 +76,19 @@ def _box_ranges(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _box_resample(u: torch.Tensor, axis: int, n_out: int) -> torch.Tensor:
-    """Box-average uint8-valued ``u`` along ``axis`` to ``n_out`` samples, rounded half up (Pillow)."""
+    """Box-average uint8-valued ``u`` along ``axis`` to ``n_out`` samples, rounded half up (Pillow).
+
+    Boxes hold at most a few pixels, so the float32 sums of integers <= 255 are exact.
+    """
     start, stop = _box_ranges(u.shape[axis], n_out)
-    csum = torch.cumsum(u, dim=axis)
-    csum = torch.cat([torch.zeros_like(csum.narrow(axis, 0, 1)), csum], dim=axis)
-    hi = csum.index_select(axis, torch.as_tensor(stop, device=u.device))
-    lo = csum.index_select(axis, torch.as_tensor(start, device=u.device))
+    members = np.zeros((n_out, u.shape[axis]), dtype=np.float32)
+    for o, (a, b) in enumerate(zip(start, stop)):
+        members[o, a:b] = 1.0
+    sums = torch.movedim(torch.movedim(u, axis, -1) @ torch.from_numpy(members.T).to(u.device), -1, axis)
     shape = [1] * u.dim()
     shape[axis] = n_out
-    count = torch.as_tensor(stop - start, dtype=u.dtype, device=u.device).view(shape)
-    return torch.floor((hi - lo) / count + 0.5).clamp(0, 255)
+    count = torch.as_tensor(stop - start, dtype=torch.float64, device=u.device).view(shape)
+    return torch.floor(sums.to(torch.float64) / count + 0.5).clamp(0, 255).to(torch.float32)
 
 
 def _nearest_index(n_in: int, n_out: int) -> torch.Tensor:
@@ -102,7 +105,7 @@ def pixelate(x: torch.Tensor, severity: int, generator: torch.Generator) -> torc
     c = P.PIXELATE[severity - 1]
     n, ch, h, w = x.shape
     sh, sw = max(1, int(h * c)), max(1, int(w * c))
-    u = torch.round(x.to(torch.float64) * 255)
+    u = torch.round(x.to(torch.float32) * 255)
     t = _box_resample(_box_resample(u, 3, sw), 2, sh)
     t = t.index_select(2, _nearest_index(sh, h).to(x.device)).index_select(3, _nearest_index(sw, w).to(x.device))
     return (t / 255).to(x.dtype)
