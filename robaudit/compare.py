@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from robaudit.results import AuditResult, StageStatus
 
 LOWER_IS_BETTER = ("error", "fooling_rate", "fr_", "_fr", "mce", "asr", "abstain", "ece", "nll", "time",
-                   "gap", "queries", "forward", "backward")
+                   "gap", "queries", "forward", "backward", "samples.total", "samples.per_image")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,11 @@ class StageConfig:
     params: dict[str, Any] = field(default_factory=dict)
     models: tuple[str, ...] | None = None
     variants: tuple[str, ...] | None = None
+    n: int | None = None  #: run on the first n audited samples only (expensive stages)
+
+    def __post_init__(self) -> None:
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"n must be a positive number of samples, got {self.n}")
 
 
 @dataclass(frozen=True)
@@ -204,11 +209,24 @@ def _resolve_paths(cfg: AuditConfig, base: Path) -> AuditConfig:
         return f
 
     models = tuple(replace(m, source=resolve(m.source) or "", factory=resolve_factory(m.factory)) for m in cfg.models)
+
+    def resolve_params(params: dict[str, Any]) -> dict[str, Any]:
+        # model-like entries inside stage params (e.g. counterfactual siblings) follow the same rules
+        out = dict(params)
+        if isinstance(out.get("siblings"), list):
+            out["siblings"] = [
+                {**s, "source": resolve(s.get("source")), "factory": resolve_factory(s.get("factory"))}
+                if isinstance(s, dict) else s
+                for s in out["siblings"]
+            ]
+        return out
+
+    stages = tuple(replace(s, params=resolve_params(s.params)) for s in cfg.stages)
     data = cfg.data
     if not data.source.startswith("torchvision:"):
         data = replace(data, source=resolve(data.source) or data.source)
     data = replace(data, root=resolve(data.root))
-    return replace(cfg, models=models, data=data)
+    return replace(cfg, models=models, data=data, stages=stages)
 
 
 def _check_names(cfg: AuditConfig) -> None:

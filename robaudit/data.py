@@ -59,6 +59,12 @@ class Dataset:
         rows = torch.tensor([index[s] for s in ids], dtype=torch.long)
         return Batch(self.x[rows], self.y[rows], tuple(ids))
 
+    def head(self, n: int) -> Dataset:
+        """The first ``n`` samples (the audited order is already a seeded random subset)."""
+        if n >= len(self):
+            return self
+        return Dataset(self.x[:n], self.y[:n], self.ids[:n], self.class_names, {**self.source, "n": n})
+
     def batches(self, size: int) -> Iterator[Batch]:
         for i in range(0, len(self), size):
             yield Batch(self.x[i : i + size], self.y[i : i + size], self.ids[i : i + size])

@@ -16,9 +16,12 @@ DEFAULT_PLAN: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("fourier", "fourier", {}),
     ("patch_corruption", "patch_corruption", {}),
     ("patch_attack", "patch_attack", {}),
+    ("realistic_patch", "realistic_patch", {}),
     ("attention", "attention", {}),
     ("smoothing", "smoothing", {}),
     ("lirpa", "lirpa", {}),
+    ("counterfactual", "counterfactual", {}),
+    ("causal", "causal", {}),
 )
 
 

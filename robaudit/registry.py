@@ -86,6 +86,9 @@ for _name, _ref in {
     "temperature_defense": "robaudit.stages.temperature_defense:TemperatureDefense",
     "smoothing": "robaudit.certify.certified_accuracy:CertifiedAccuracy",
     "lirpa": "robaudit.certify.verified_accuracy:VerifiedAccuracy",
+    "realistic_patch": "robaudit.attacks.stages.realistic_patch:RealisticPatch",
+    "counterfactual": "robaudit.stages.counterfactual_stability:CounterfactualStability",
+    "causal": "robaudit.stages.causal_attribution:CausalAttribution",
 }.items():
     STAGES.register(_name, _ref)
 

@@ -87,7 +87,8 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
                 for cs in stages:
                     if not _applies(cs, am.name, variant_name):
                         continue
-                    results.append(_run_stage(cs, am.name, variant_name, variant, am.data, cfg.seed,
+                    data = am.data if cs.config.n is None else am.data.head(cs.config.n)
+                    results.append(_run_stage(cs, am.name, variant_name, variant, data, cfg.seed,
                                               cfg.unit_size, store, options,
                                               skips.get((am.name, variant_name, cs.config.id))))
     finally:
@@ -137,7 +138,7 @@ def _precheck(stages: list[ConfiguredStage], models: list[Any]) -> dict[tuple[st
                                   + (f" ({reason})" if reason else ""))
                     continue
                 try:
-                    cs.stage.check(variant, am.data)
+                    cs.stage.check(variant, am.data if cs.config.n is None else am.data.head(cs.config.n))
                 except Skip as skip:
                     skips[key] = str(skip)
                 except ParameterError as err:
@@ -181,7 +182,7 @@ def _run_stage(cs: ConfiguredStage, model_name: str, variant_name: str, variant:
         return StageResult(**base, status=StageStatus.ERROR, error=f"{message}\n{detail}",
                            duration_s=round(time.perf_counter() - t0, 3))
     duration = unit_time + (time.perf_counter() - t_summary)
-    budget = {**out.budget, **{f"total_{k}": v for k, v in counters.items()}}
+    budget = {"samples_audited": len(data), **out.budget, **{f"total_{k}": v for k, v in counters.items()}}
     return StageResult(**base, status=StageStatus.OK, metrics={k: float(v) for k, v in out.metrics.items()},
                        notes=list(out.notes), warnings=list(out.warnings), figures=list(out.figures),
                        budget=_jsonable(budget), duration_s=round(duration, 3))

@@ -45,10 +45,10 @@ def load_siblings(model: ModelAdapter, siblings: Sequence[Mapping[str, Any]]) ->
     from robaudit.loaders import load_model
 
     spec = model.spec
-    out = []
+    out: list[tuple[str, LogitsFn]] = []
     for i, s in enumerate(siblings):
         kwargs = {k: s[k] for k in ("factory", "factory_kwargs", "kind", "arch") if k in s}
-        sib = load_model(s["source"], name=s.get("name"), shape=tuple(spec.shape), num_classes=spec.num_classes,
+        sib = load_model(s["source"], name=s.get("name"), shape=list(spec.shape), num_classes=spec.num_classes,
                          mean=tuple(spec.mean), std=tuple(spec.std), **kwargs)
         out.append((str(s.get("name") or f"sibling{i}:{s['source']}"), sib.logits))
     return out
@@ -59,7 +59,7 @@ def weight_noise_models(module: nn.Module, *, n: int, scale: float,
     """``n`` deep copies of ``module`` with Gaussian weight noise of relative scale ``scale`` (proxy)."""
     if n < 1 or not scale > 0:
         raise ParameterError(f"the weight-noise proxy needs proxy_models >= 1 and proxy_scale > 0, got {n}, {scale}")
-    out = []
+    out: list[tuple[str, LogitsFn]] = []
     for i in range(n):
         m = copy.deepcopy(module).eval()
         with torch.no_grad():

@@ -131,7 +131,7 @@ class CausalAttribution(Stage):
         nc = model.spec.num_classes
         every = torch.cat(list(sets.values()))
         bases = [baseline_value(activation(module, layer, batch.x[every]), p.baseline) for layer in layers]
-        aces = [None] * len(layers)
+        aces: list[torch.Tensor | None] = [None] * len(layers)
         edges, arrays = [], {}
         abl = np.full((nc, 5), np.nan)  # acc top-k, acc random, p_y clean, p_y top-k, p_y random
         for y in classes:
@@ -139,9 +139,10 @@ class CausalAttribution(Stage):
             eff = [channel_effects(module, layer, xy, y, baseline=b, max_batch=p.max_batch)
                    for layer, b in zip(layers, bases)]
             for li, e in enumerate(eff):
-                if aces[li] is None:
-                    aces[li] = torch.full((nc, len(e)), float("nan"))
-                aces[li][y] = e.cpu()
+                table = aces[li]
+                if table is None:
+                    table = aces[li] = torch.full((nc, len(e)), float("nan"))
+                table[y] = e.cpu()
             g = build_causal_graph(module, layers, xy, y, k=p.k, baseline=bases, max_batch=p.max_batch,
                                    edge_threshold=p.edge_threshold, effects=eff)
             edges += [(y, li, u, v, pe) for li, u, v, pe in g.edges]
@@ -152,14 +153,15 @@ class CausalAttribution(Stage):
                                           [[], torch.sort(-eff[-1], stable=True).indices[:kk].tolist(), *rand],
                                           baseline=bases[-1], max_batch=p.max_batch)
             abl[y] = [float(acc[1]), float(acc[2:].mean()), float(prob[0]), float(prob[1]), float(prob[2:].mean())]
-        for li, a in enumerate(aces):
+        done = [a for a in aces if a is not None]
+        for li, a in enumerate(done):
             arrays[f"ace_{li}"] = a.numpy()
         arrays["edges"] = np.array(edges, dtype=np.float64).reshape(-1, 5)
         arrays["ablation_acc"] = abl
         arrays["class_n"] = np.array([len(sets.get(y, [])) for y in range(nc)])
         mi = self._map_layer(module, layers, batch.x[:1])
         arrays["map_layer"] = np.array([layers[mi]])
-        arrays.update(self._explanations(model, module, layers[mi], batch, ok, aces[mi], generator))
+        arrays.update(self._explanations(model, module, layers[mi], batch, ok, done[mi], generator))
         arrays["layer_names"] = np.array(layers)
         return UnitOutput(arrays=arrays, counters={"classes": float(len(classes))})
 
