@@ -12,6 +12,7 @@ Not a test: it needs the test-only imagecorruptions/OpenCV/skimage packages.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -70,7 +71,7 @@ def natural_images(n: int, size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def bench(size: int, n: int, device: str) -> tuple[float, float]:
+def bench(size: int, n: int, device: str, per_corruption: dict | None = None) -> tuple[float, float]:
     from robaudit.attacks import corruptions as rc
 
     ic = load_imagecorruptions()
@@ -99,6 +100,8 @@ def bench(size: int, n: int, device: str) -> tuple[float, float]:
         total_ours += ours
         total_ref += ref
         print(f"{name:18s} {ours:9.3f} {ref:10.3f} {ref / ours:6.1f}x")
+        if per_corruption is not None:
+            per_corruption[name] = {"robaudit_s": ours, "imagecorruptions_s": ref}
     print(f"{'TOTAL':18s} {total_ours:9.3f} {total_ref:10.3f} {total_ref / total_ours:6.1f}x")
     return total_ours, total_ref
 
@@ -118,8 +121,13 @@ def main() -> None:
     except ImportError:
         pass
     counts = {32: 64, 224: 8}
+    result: dict = {"threads": args.threads, "device": args.device, "sizes": {}}
     for size in args.sizes:
-        bench(size, counts.get(size, 8), args.device)
+        per: dict = {}
+        ours, ref = bench(size, counts.get(size, 8), args.device, per)
+        result["sizes"][str(size)] = {"images": counts.get(size, 8), "robaudit_s": ours, "imagecorruptions_s": ref,
+                                      "per_corruption": per}
+    print("RESULT_JSON " + json.dumps(result))  # machine-readable line for benchmarks/run_all.py
 
 
 if __name__ == "__main__":

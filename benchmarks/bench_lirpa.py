@@ -88,6 +88,7 @@ def main() -> None:
               and c["method"] in args.methods.split(",") and c["spec"] == args.spec]
     print(f"{'case':42s} {'wall s':>8s} {'cpu s':>8s} {'peak MiB':>9s} {'auto_LiRPA s':>12s} "
           f"{'mean width':>11s} {'ref width':>10s}")
+    rows = []
     for case_id in wanted:
         out = subprocess.run([sys.executable, __file__, "--one", case_id, "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True)
@@ -95,6 +96,8 @@ def main() -> None:
         ref_t = f"{r['auto_lirpa_s']:.2f}" if r["auto_lirpa_s"] is not None else "-"
         print(f"{r['id']:42s} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['peak_mib']:9.1f} {ref_t:>12s} "
               f"{r['width']:11.4f} {r['ref_width']:10.4f}", flush=True)
+        rows.append(r)
+    print("RESULT_JSON " + json.dumps({"threads": args.threads, "cases": rows}))  # for benchmarks/run_all.py
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Usage: python benchmarks/bench_patch_attack.py [--threads N] [--pairs 256] [--st
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -63,6 +64,10 @@ def main() -> None:
     print(f"attack : {rate:9.1f} pair-steps/s ({executed} gradient pair-steps, {res.forward_samples} forward "
           f"samples incl. checks and re-verification, {took:.2f}s, {int(res.success.sum())} early successes)")
     print(f"ratio attack/floor: {rate / floor_rate:.2f}")
+    print("RESULT_JSON " + json.dumps({  # machine-readable line for benchmarks/run_all.py
+        "threads": args.threads, "pairs": args.pairs, "steps": args.steps, "batch": args.batch_size,
+        "floor_pair_steps_per_s": floor_rate, "attack_pair_steps_per_s": rate, "executed": int(executed),
+        "early_successes": int(res.success.sum())}))
 
 
 if __name__ == "__main__":

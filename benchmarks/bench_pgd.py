@@ -17,6 +17,7 @@ Targets: robaudit >= torchattacks and >= 0.85 of the floor.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -75,11 +76,13 @@ def main() -> None:
     x = torch.rand((BATCH, 3, 32, 32), generator=g)
     print(f"torch {torch.__version__}, threads {args.threads}, batch {BATCH}, {STEPS} steps, "
           f"median of {args.repeats}")
+    result = {"threads": args.threads, "repeats": args.repeats, "batch": BATCH, "steps": STEPS, "models": {}}
     for name, model in make_models().items():
-        bench_model(name, model, x, args.repeats, torchattacks)
+        result["models"][name] = bench_model(name, model, x, args.repeats, torchattacks)
+    print("RESULT_JSON " + json.dumps(result))  # machine-readable line for benchmarks/run_all.py
 
 
-def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, torchattacks: object) -> None:
+def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, torchattacks: object) -> dict:
     with torch.no_grad():
         y = model(x).argmax(1)
     ours = PGD("linf", EPS, alpha=ALPHA, steps=STEPS)
@@ -100,6 +103,7 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, torc
     print(f"  robaudit passes: {ours.last_counts}  fooled {fooled}/{BATCH}")
     for k in ("robaudit", "robaudit(no early stop)"):
         print(f"  {k}: / torchattacks = {ips[k] / ips['torchattacks']:.3f}, / floor = {ips[k] / ips['floor']:.3f}")
+    return {"img_per_s": ips, "fooled": fooled}
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ test split at 32x32 RGB. Usage (repository root):
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -133,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                              batches=args.throughput_batches, rounds=args.rounds)
     print(f"[throughput] batch {args.throughput_batch}: raw forward floor {floor:,.0f} samples/s, "
           f"CERTIFY sampler {ours:,.0f} samples/s, ratio {ours / floor:.3f} (target >= 0.9)")
+    result: dict = {"model": desc, "threads": torch.get_num_threads(), "n": args.n, "n0": args.n0,
+                    "radius": args.radius, "sigma": args.sigma, "alpha": args.alpha,
+                    "floor_samples_per_s": floor, "sampler_samples_per_s": ours}
     if args.skip_sequential:
+        print("RESULT_JSON " + json.dumps(result))  # machine-readable line for benchmarks/run_all.py
         return 0
 
     seq_samples, seq_cert_acc, undecided = [], 0, 0
@@ -153,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
               f"max {max(seq_samples):,}) vs fixed-n CERTIFY {fixed_cost:,}: ratio {fixed_cost / np.mean(seq_samples):.1f}x "
               f"(target >= 5x); certified accuracy at r {seq_cert_acc / k:.3f}; undecided {undecided}; "
               f"{time.perf_counter() - start:.0f}s")
+        result["sequential"] = {"images": k, "mean_samples": float(np.mean(seq_samples)),
+                                "median_samples": float(np.median(seq_samples)), "fixed_samples": fixed_cost,
+                                "certified_accuracy": seq_cert_acc / k, "undecided": undecided}
 
     # decision agreement, apples to apples at budget agree_n, on the first agree_images images
     n_agree = args.agree_n or args.n
@@ -174,12 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[agreement] fixed-n CERTIFY (n = {n_agree}) vs sequential (n_max = {n_agree}) on {len(agree)} "
               f"images: {sum(agree)}/{len(agree)} = {np.mean(agree):.3f} (target >= 0.99); "
               f"estimated p_A: min {min(p_hats):.4f}, median {np.median(p_hats):.4f}")
+        result["agreement"] = {"images": len(agree), "n": n_agree, "agree": int(sum(agree))}
     if args.replicates and p_hats:
-        simulate(p_hats, args)
+        result["simulated"] = simulate(p_hats, args)
+    print("RESULT_JSON " + json.dumps(result))  # machine-readable line for benchmarks/run_all.py
     return 0
 
 
-def simulate(p_hats: list[float], args: argparse.Namespace) -> None:
+def simulate(p_hats: list[float], args: argparse.Namespace) -> dict:
     """Agreement of the two decision rules on Bernoulli streams at each image's estimated p_A."""
     from robaudit.certify.clopper_pearson import lower_bound
     from robaudit.certify.sequential import SequentialTest
@@ -204,6 +214,7 @@ def simulate(p_hats: list[float], args: argparse.Namespace) -> None:
     print(f"[simulated] {args.replicates} Bernoulli replicates per image at its estimated p_A (nA/n of the "
           f"agreement run), n = {args.n}: agreement {agree}/{total} = {agree / total:.4f}; samples ratio "
           f"{(args.n0 + args.n) / np.mean(used):.1f}x")
+    return {"replicates": total, "agree": agree, "samples_ratio": float((args.n0 + args.n) / np.mean(used))}
 
 
 if __name__ == "__main__":
