@@ -99,7 +99,7 @@ class CounterfactualStability(Stage):
     Params = CounterfactualParams
     unit_size = None  # model change (sibling loading) and figures need the images together
     profiles = {
-        "quick": {"max_images": 10, "k": 32, "cf_steps": 10, "cf_search_steps": 4, "trex_steps": 8,
+        "quick": {"max_images": 8, "k": 32, "cf_steps": 8, "cf_search_steps": 4, "trex_steps": 6,
                   "proxy_models": 4},
         "standard": {"max_images": 32, "k": 256},
         "full": {"max_images": 128, "k": 1000, "cf_steps": 40, "cf_search_steps": 8, "proxy_models": 16},
