@@ -115,3 +115,12 @@ def test_nan_logits_and_wrong_output_shape_rejected(model_dir: Path) -> None:
 def test_wrong_input_shape_is_reported(model_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match="shape"):
         load_model(model_dir / "tiny_ts.pt", shape=(3, 16, 16), num_classes=10)
+
+
+def test_torchvision_arch_with_local_checkpoint(tmp_path: Path) -> None:
+    import torchvision
+
+    net = torchvision.models.get_model("resnet18", weights=None, num_classes=4)
+    torch.save(net.state_dict(), tmp_path / "tv.pt")
+    model = load_model(tmp_path / "tv.pt", arch="torchvision:resnet18", num_classes=4, shape=(3, 32, 32))
+    assert model.spec.mean == pytest.approx((0.485, 0.456, 0.406)) and model.spec.num_classes == 4
