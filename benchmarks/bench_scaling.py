@@ -3,16 +3,20 @@
 Runs ``robaudit audit benchmarks/scaling.toml`` (demo CNN; clean, robust and corruptions stages;
 quick profile) as a subprocess for each sample count, with ``[data] n`` rewritten, and fits
 ``time = intercept + slope * n`` by least squares on the wall time and on the child CPU time
-(user + system; steadier than wall time on a loaded machine). Prints the slope (s/sample), the
-intercept (start-up: imports, model load) and R^2 of each fit; R^2 close to 1 means linear cost.
+(user + system). Prints the slope (s/sample), the intercept (start-up: imports, model load) and
+R^2 of each fit; R^2 close to 1 means linear cost. One untimed warm-up audit runs first (cold
+file caches), the audits run with ``--threads`` torch threads (default 1: on a shared machine,
+idle OpenMP threads spin and inflate CPU time), and repeats run in rounds over all n so a burst
+of load does not hit one n only.
 
-Usage: ``python benchmarks/bench_scaling.py [--ns 25 50 100 200] [--repeats 1]`` (repository root).
+Usage: ``python benchmarks/bench_scaling.py [--ns 25 50 100 200] [--repeats 1] [--threads 1]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import statistics
@@ -51,15 +55,16 @@ def config_text(n: int) -> str:
     return text.replace('"../', f'"{ROOT.as_posix()}/')
 
 
-def run_audit(n: int, workdir: Path) -> tuple[float, float]:
+def run_audit(n: int, workdir: Path, threads: int) -> tuple[float, float]:
     """Wall and child CPU seconds of one ``robaudit audit`` with ``n`` samples."""
     cfg = workdir / f"scaling_n{n}.toml"
     cfg.write_text(config_text(n), encoding="utf-8")
     out = workdir / f"out_n{n}"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     proc = subprocess.run([sys.executable, "-m", "robaudit", "audit", str(cfg), "--out", str(out), "--quiet"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):  # 1: a gate failed (none configured, but not a timing problem)
@@ -72,24 +77,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ns", type=int, nargs="+", default=[25, 50, 100, 200])
     ap.add_argument("--repeats", type=int, default=1, help="runs per n (median)")
+    ap.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads of each audit")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up audit")
     args = ap.parse_args(argv)
-    points = []
+    runs: dict[int, list[tuple[float, float]]] = {n: [] for n in args.ns}
     with tempfile.TemporaryDirectory(prefix="robaudit_scaling_") as tmp:
-        for n in args.ns:
-            runs = []
-            for i in range(args.repeats):
+        if not args.no_warmup:
+            (Path(tmp) / "warmup").mkdir()
+            run_audit(min(args.ns), Path(tmp) / "warmup", args.threads)
+        for i in range(args.repeats):
+            for n in args.ns:
                 workdir = Path(tmp) / f"n{n}_r{i}"
                 workdir.mkdir()
-                runs.append(run_audit(n, workdir))
-            wall = statistics.median(r[0] for r in runs)
-            cpu = statistics.median(r[1] for r in runs)
-            points.append({"n": n, "wall_s": wall, "cpu_s": cpu})
-            print(f"n = {n:4d}: wall {wall:7.2f} s, cpu {cpu:7.2f} s", flush=True)
+                runs[n].append(run_audit(n, workdir, args.threads))
+                print(f"n = {n:4d} (round {i + 1}): wall {runs[n][-1][0]:7.2f} s, cpu {runs[n][-1][1]:7.2f} s",
+                      flush=True)
+    points = [{"n": n, "wall_s": statistics.median(r[0] for r in runs[n]),
+               "cpu_s": statistics.median(r[1] for r in runs[n])} for n in args.ns]
     ns = [float(p["n"]) for p in points]
     fits = {k: linear_fit(ns, [p[f"{k}_s"] for p in points]) for k in ("wall", "cpu")}
     for k, f in fits.items():
         print(f"{k:4s}: slope {f['slope'] * 1000:.1f} ms/sample, intercept {f['intercept']:.1f} s, R^2 {f['r2']:.4f}")
-    print("RESULT_JSON " + json.dumps({"points": points, "fits": fits}))  # for benchmarks/run_all.py
+    print("RESULT_JSON " + json.dumps({"points": points, "fits": fits, "threads": args.threads,
+                                       "repeats": args.repeats}))  # for benchmarks/run_all.py
     return 0
 
 

@@ -11,16 +11,20 @@ Usage (repository root)::
 
     python benchmarks/run_all.py [--quick] [--only NAME [NAME ...]] [--out benchmarks/RESULTS.md]
 
-``--quick`` uses small budgets (minutes in total) whose numbers are indicative only.
+``--quick`` uses small budgets (minutes in total) whose numbers are indicative only. The raw
+results also go to RESULTS.json next to the Markdown file; with ``--only``, the benchmarks not re-run
+are taken from that file (same mode only), so one benchmark can be re-measured on its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,13 +34,15 @@ sys.path.insert(0, str(HERE))
 from _results import (  # noqa: E402
     EVALUATORS,
     BenchResult,
+    merge_results,
     parse_result_json,
     render_results,
+    result_from_json,
 )
 
 #: name -> (script, quick args, full args, quick timeout s, full timeout s)
 SPECS: dict[str, tuple[str, list[str], list[str], int, int]] = {
-    "pgd": ("bench_pgd.py", ["--repeats", "1"], ["--repeats", "5"], 600, 1800),
+    "pgd": ("bench_pgd.py", ["--repeats", "1"], ["--repeats", "5"], 1200, 3600),
     "corruptions": ("bench_corruptions.py", ["--sizes", "32"], [], 900, 3600),
     "smoothing": ("bench_smoothing.py",
                   ["--images", "20", "--sequential-images", "20", "--agree-images", "10", "--agree-n", "10000",
@@ -44,7 +50,7 @@ SPECS: dict[str, tuple[str, list[str], list[str], int, int]] = {
                   [], 900, 7200),
     "patch_attack": ("bench_patch_attack.py", ["--pairs", "64", "--steps", "5"], [], 600, 1800),
     "lirpa": ("bench_lirpa.py", ["--nets", "cnn_relu"], [], 900, 3600),
-    "scaling": ("bench_scaling.py", ["--ns", "25", "50", "100"], ["--ns", "25", "50", "100", "200", "--repeats", "3"],
+    "scaling": ("bench_scaling.py", ["--ns", "25", "50", "100", "200"], ["--ns", "25", "50", "100", "200", "400", "--repeats", "3"],
                 1200, 3600),
 }
 
@@ -142,10 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
     machine = machine_info()
     machine["load"] = f"before: {load_before}; after: {machine['load']}"
-    text = render_results(results, machine, versions(), quick=args.quick,
-                          date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    raw_path = args.out.with_suffix(".json")
+    notes = []
+    if args.only and raw_path.is_file():
+        old = json.loads(raw_path.read_text(encoding="utf-8"))
+        if old.get("quick") == args.quick:
+            kept = [result_from_json(r) for r in old["results"] if r["name"] not in names]
+            results = merge_results(kept, results, list(specs))
+            if kept:
+                notes.append(f"Re-run now: {', '.join(names)}. Taken from the run of {old['date']} (load "
+                             f"{old['machine'].get('load', '?')}): {', '.join(r.name for r in kept)}.")
+    raw_path.write_text(json.dumps({"quick": args.quick, "date": date, "machine": machine, "versions": versions(),
+                                    "results": [asdict(r) for r in results]}, indent=1), encoding="utf-8")
+    text = render_results(results, machine, versions(), quick=args.quick, date=date, notes=notes)
     args.out.write_text(text, encoding="utf-8")
-    print(f"[run_all] wrote {args.out}")
+    print(f"[run_all] wrote {args.out} and {raw_path}")
     return 0 if all(r.error is None for r in results) else 1
 
 

@@ -6,6 +6,7 @@ All on fake results (fast); the benchmarks themselves are not run here.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -173,3 +174,19 @@ def test_machine_info_and_specs() -> None:
     assert set(R.EVALUATORS) <= set(specs)
     for script, *_ in specs.values():
         assert (BENCH / script).is_file()
+
+
+def test_results_round_trip_and_merge() -> None:
+    from dataclasses import asdict
+
+    a = _result("pgd", [R.Row("q", "1.0", 1.5, None, "t", True)])
+    b = _result("lirpa", [])
+    back = R.result_from_json(json.loads(json.dumps(asdict(a))))
+    assert back == a and isinstance(back.rows[0], R.Row)
+    new_a = _result("pgd", [R.Row("q", "2.0", 0.5, None, "t", False)])
+    extra = _result("zzz_new", [])
+    merged = R.merge_results([b, a], [new_a, extra], ["pgd", "corruptions", "lirpa"])
+    assert [r.name for r in merged] == ["pgd", "lirpa", "zzz_new"]
+    assert merged[0] is new_a
+    text = R.render_results(merged, {}, {}, quick=True, date="d", notes=["Re-run now: pgd."])
+    assert "Re-run now: pgd." in text and "| q | 2.0 | 0.50x | - | t | MISS |" in text
