@@ -33,7 +33,7 @@ from robaudit.attacks.patches.masks import positions_to_mask, random_positions
 from robaudit.attacks.patches.natural import corrupt_image, paste
 from robaudit.attacks.patches.patch_attack import PatchAttack
 from robaudit.data import Batch, Dataset
-from robaudit.defenses.attention_temperature import attention_temperature
+from robaudit.defenses.attention_temperature import attention_temperature, attention_temperature_of
 from robaudit.errors import CapabilityError, ParameterError
 from robaudit.model import Capability, ModelAdapter
 from robaudit.stage import Skip, Stage, StageKind, StageOutput, UnitOutput
@@ -163,7 +163,7 @@ class AttentionAnalysis(Stage):
                 roll.append(r)
                 img.append(to_uint8_image(xv))
                 version.append(np.full(k, code))
-                temp.append(np.full(k, float(t)))
+                temp.append(np.full(k, attention_temperature_of(variant)))  # effective T (variants may be defended)
         return {"insp_attn": np.stack(attn, 1), "insp_rollout": np.stack(roll, 1), "insp_img": np.stack(img, 1),
                 "insp_version": np.stack(version, 1), "insp_temp": np.stack(temp, 1),
                 "insp_pos": pos[:k, 0].numpy()}
