@@ -50,8 +50,8 @@ SPECS: dict[str, tuple[str, list[str], list[str], int, int]] = {
                   [], 900, 7200),
     "patch_attack": ("bench_patch_attack.py", ["--pairs", "64", "--steps", "5"], [], 600, 1800),
     "lirpa": ("bench_lirpa.py", ["--nets", "cnn_relu"], [], 900, 3600),
-    "scaling": ("bench_scaling.py", ["--ns", "25", "50", "100", "200"],
-                ["--ns", "25", "50", "100", "200", "400", "--repeats", "3"], 1200, 3600),
+    "scaling": ("bench_scaling.py", ["--ns", "100", "200", "400", "800"],
+                ["--ns", "100", "200", "400", "800", "1400", "--repeats", "3"], 1200, 3600),
 }
 
 

@@ -109,11 +109,13 @@ def test_linear_fit_and_scaling_rows() -> None:
     assert quad["r2"] < 0.99
     with pytest.raises(ValueError):
         SCALING.linear_fit([1.0, 1.0], [2.0, 3.0])
-    data = {"points": [{"n": int(n), "wall_s": 3 + 0.2 * n, "cpu_s": 2 + 0.1 * n} for n in ns],
-            "fits": {"wall": fit, "cpu": {"slope": 0.1, "intercept": 2.0, "r2": 0.9}}}
+    data = {"points": [{"n": int(n), "wall_s": 3 + 0.2 * n, "cpu_s": 2 + 0.1 * n, "stage_s": 0.1 * n} for n in ns],
+            "fits": {"stage": {"slope": 0.1, "intercept": 0.0, "r2": 0.9}, "wall": fit, "cpu": fit}}
     rows = R.eval_scaling(data)
-    assert [r.passed for r in rows[-2:]] == [True, False]
-    assert "200.0 ms/sample" in rows[-2].value
+    assert [r.passed for r in rows[-3:]] == [False, None, None]  # judged on the stages' time only
+    assert "200.0 ms/sample" in rows[-2].value and "R^2 0.9000" in rows[-3].value
+    data["fits"]["stage"] = fit
+    assert R.eval_scaling(data)[-3].passed is True
 
 
 def test_scaling_config_text_rewrites_n_and_paths() -> None:
