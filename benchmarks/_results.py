@@ -142,9 +142,17 @@ def eval_scaling(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def eval_causal(d: dict[str, Any]) -> list[Row]:
+    return [Row(f"channel effects at {name}: batched vs one forward per channel (s; max abs diff)",
+                f"{v['batched_s']:.3f} vs {v['naive_s']:.3f}; {v['max_diff']:.1e}",
+                _ratio(v["naive_s"], v["batched_s"]), None, "report (identical results required)",
+                v["max_diff"] <= 1e-4)
+            for name, v in d["layers"].items()]
+
+
 EVALUATORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "pgd": eval_pgd, "corruptions": eval_corruptions, "smoothing": eval_smoothing,
-    "patch_attack": eval_patch, "lirpa": eval_lirpa, "scaling": eval_scaling,
+    "patch_attack": eval_patch, "lirpa": eval_lirpa, "scaling": eval_scaling, "causal": eval_causal,
 }
 
 
