@@ -15,6 +15,7 @@ from robaudit.attacks.base import (
     l2_normalize,
     normal,
     project,
+    run_restarts,
     success,
     uniform,
 )
@@ -105,16 +106,8 @@ class APGD(Attack):
         if self.eps == 0.0:
             return x.clone()
         module = as_module(model)
-        best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(self.restarts):
-            idx = (~fooled).nonzero()[:, 0]
-            if len(idx) == 0:
-                break
-            adv, ok = self._run(module, x[idx], y[idx], target[idx] if target is not None else None, generator)
-            best[idx] = adv
-            fooled[idx] = ok
-        return best
+        return run_restarts(x, y, target, self.restarts,
+                            lambda xs, ys, ts, _r: self._run(module, xs, ys, ts, generator))
 
     def _start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.norm is Norm.LINF:

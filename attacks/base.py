@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -154,6 +155,27 @@ def input_grad(module: Any, x_adv: torch.Tensor, objective: Any) -> tuple[torch.
         loss = objective(logits)
         (grad,) = torch.autograd.grad(loss.sum(), [x_adv])
     return logits.detach(), loss.detach(), grad.detach()
+
+
+RestartFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def run_restarts(x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, restarts: int,
+                 run: RestartFn) -> torch.Tensor:
+    """Restarts that only re-attack samples not yet fooled; each sample keeps its first success.
+
+    ``run(x_sub, y_sub, target_sub, restart_index) -> (x_adv_sub, fooled_sub)``.
+    """
+    best = x.clone()
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for r in range(restarts):
+        idx = (~fooled).nonzero()[:, 0]
+        if len(idx) == 0:
+            break
+        adv, ok = run(x[idx], y[idx], target[idx] if target is not None else None, r)
+        best[idx] = adv
+        fooled[idx] = ok
+    return best
 
 
 def uniform(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:

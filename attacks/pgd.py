@@ -14,6 +14,7 @@ from robaudit.attacks.base import (
     l2_normalize,
     normal,
     project,
+    run_restarts,
     success,
     uniform,
 )
@@ -76,18 +77,8 @@ class PGD(Attack):
         if self.eps == 0.0:
             return x.clone()
         module = as_module(model)
-        best = x.clone()
-        fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for r in range(self.restarts):
-            idx = (~fooled).nonzero()[:, 0]
-            if len(idx) == 0:
-                break
-            tgt = target[idx] if target is not None else None
-            need_final = r < self.restarts - 1
-            adv, ok = self._run(module, x[idx], y[idx], tgt, generator, need_final)
-            best[idx] = adv
-            fooled[idx] = ok
-        return best
+        return run_restarts(x, y, target, self.restarts,
+                            lambda xs, ys, ts, r: self._run(module, xs, ys, ts, generator, r < self.restarts - 1))
 
     def _start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.random_start:
