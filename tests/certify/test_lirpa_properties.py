@@ -23,13 +23,6 @@ METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 FAST_ALPHA = {"iterations": 8, "lr": 0.2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _inputs(batch: int = 2, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)

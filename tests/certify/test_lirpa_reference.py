@@ -21,14 +21,6 @@ pytestmark = pytest.mark.skipif(REF is None, reason=SKIP_REASON)
 FAST_ALPHA = {"mlp_relu/linf_1/alpha-CROWN/margin", "cnn_bn/linf_0/alpha-CROWN/margin"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Bound computations are many small ops: one thread avoids oversubscription on shared CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _groups() -> list[tuple[str, str, str]]:
     keys = {(c["net"], c["eps_tag"], c["method"]) for c in cases() if c["method"] in ("IBP", "CROWN")}

@@ -15,14 +15,6 @@ from robaudit.seeding import make_generator
 from robaudit.stage import Skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(maxpool: bool = False) -> TorchModelAdapter:
     torch.manual_seed(0)
     pool: nn.Module = nn.MaxPool2d(2) if maxpool else nn.AvgPool2d(2)
