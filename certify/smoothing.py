@@ -44,8 +44,10 @@ class GaussianSampler:
 
     Every call of :meth:`counts` draws new noise from ``generator`` (device: the generator's
     device; pass a CUDA generator when the model is on a GPU). Per batch: one ``randn`` into a
-    preallocated buffer, one fused ``x + sigma * eta``, one forward pass, one ``bincount`` of the
-    argmax. The last batch of a call is partial (exactly ``num`` samples are drawn).
+    preallocated buffer, one fused ``x + sigma * eta``, one forward pass, one ``scatter_add_`` of the
+    argmax into a histogram on the model's device (no host round-trip per batch; the histogram is
+    copied to the host once per call). The last batch of a call is partial (exactly ``num``
+    samples are drawn).
 
     Args:
         model: a ModelAdapter (``logits`` is used), an eval-mode ``nn.Module`` taking [0, 1]
@@ -98,10 +100,11 @@ class GaussianSampler:
                 if self._denoiser is not None:
                     batch = self._denoiser(batch)
                 logits = self._forward(batch)
-                if self.num_classes is None:
-                    self.num_classes = int(logits.shape[1])
-                hist = torch.bincount(logits.argmax(1), minlength=self.num_classes)
-                total = hist if total is None else total + hist
+                if total is None:  # shapes are host metadata: no device sync here
+                    self.num_classes = max(self.num_classes or 0, int(logits.shape[1]))
+                    total = torch.zeros(self.num_classes, dtype=torch.int64, device=logits.device)
+                pred = logits.argmax(1)
+                total.scatter_add_(0, pred, torch.ones_like(pred))  # bincount syncs on CUDA (min/max .item())
                 remaining -= m
         self.samples_drawn += num
         if total is None:
