@@ -4,8 +4,10 @@ Guarantee: a sample counted as *verified* at ``eps`` is classified correctly and
 ``f_y - f_j`` (``j != y``) has a provably positive lower bound on the whole L-inf ball of radius
 ``eps`` intersected with the pixel box [0, 1] (or the whole L2 ball, box ignored), pixel units
 at the model's input resolution. Bounds come from robaudit's native LiRPA engine
-(:func:`robaudit.certify.lirpa.compute_bounds`); *falsified* means misclassified clean or an
-adversarial example found by PGD (Madry et al. 2018) inside the same set; else *unknown*.
+(:func:`robaudit.certify.lirpa.compute_bounds`), or with ``backend="auto_lirpa"`` from an installed
+auto_LiRPA (the stage is SKIPPED, with the fix, when it does not import); *falsified* means
+misclassified clean or an adversarial example found by PGD (Madry et al. 2018) inside the same
+set; else *unknown*.
 
 Paper: Xu et al., "Automatic Perturbation Analysis for Scalable Certified Robustness and
 Beyond", NeurIPS 2020 (IBP, CROWN, CROWN-IBP); alpha-CROWN: Xu et al., ICLR 2021.
@@ -18,7 +20,9 @@ logit), ``status.{verified,falsified,unknown}.e<k>``, ``epsilon.e<k>``,
 ``time_per_sample.<method>`` (seconds, mean over eps), ``soundness_violations``.
 
 When CROWN or alpha-CROWN would exceed ``max_crown_elements`` (an estimate of the numbers in
-its backward passes), the unit falls back to CROWN-IBP, or IBP; the notes say where.
+its backward passes), the unit falls back to CROWN-IBP, or IBP; the notes say where. The cost is
+estimated on the native trace; with auto_LiRPA on a model the native engine cannot trace (e.g.
+MaxPool), no cap applies and the notes say so.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from robaudit.stage import Skip, Stage, StageKind, StageOutput, UnitOutput
 from robaudit.stats import rate_metrics
 
 from .lirpa import Method, UnsupportedOperatorError, compute_bounds, parse_norm, trace
+from .lirpa.auto_lirpa_backend import AutoLirpaUnavailableError, auto_lirpa_version, import_auto_lirpa
+from .lirpa.compute import BACKENDS
 from .lirpa.crown import estimate_cost
 from .lirpa.perturbation import Perturbation
 
@@ -48,7 +54,8 @@ class VerifiedAccuracyParams:
     """``eps``: radii in pixel units (8/255 = 0.0314); ``norm``: "inf" or "2"; ``methods``: any of
     ibp, crown-ibp, crown, alpha-crown; ``attack_steps``/``attack_restarts``: PGD budget;
     ``alpha_iterations``/``alpha_lr``: alpha-CROWN optimiser; ``max_crown_elements``: per-unit cost
-    cap before falling back (numbers written into backward matrices)."""
+    cap before falling back (numbers written into backward matrices); ``backend``: "native" or
+    "auto_lirpa" (an installed auto_LiRPA computes the bounds)."""
 
     eps: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255)
     norm: str = "inf"
@@ -58,8 +65,11 @@ class VerifiedAccuracyParams:
     alpha_iterations: int = 20
     alpha_lr: float = 0.5
     max_crown_elements: float = 2e9
+    backend: str = "native"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ParameterError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not self.eps or any(not (e >= 0) for e in self.eps):
             raise ParameterError(f"eps must be a non-empty list of radii >= 0, got {self.eps}")
         object.__setattr__(self, "eps", tuple(float(e) for e in self.eps))
@@ -102,6 +112,16 @@ class VerifiedAccuracy(Stage):
     }
 
     def check(self, model: ModelAdapter, data: Dataset) -> None:
+        if self.params.backend == "auto_lirpa":
+            try:
+                import_auto_lirpa()
+            except AutoLirpaUnavailableError as err:
+                raise Skip(str(err)) from err
+            try:  # converts (and caches) the network once
+                compute_bounds(model.torch_module(), data.x[:1].float(), 0.0, method="ibp", backend="auto_lirpa")
+            except UnsupportedOperatorError as err:
+                raise Skip(f"auto_LiRPA cannot bound this model: {err}") from err
+            return
         try:
             trace(model.torch_module(), data.x[:1].float())
         except UnsupportedOperatorError as err:
@@ -113,17 +133,19 @@ class VerifiedAccuracy(Stage):
         x, y = batch.x.float(), batch.y.long()
         n, n_eps = len(batch), len(p.eps)
         norm = parse_norm(p.norm)
+        counters: dict[str, float] = {}
         try:
             graph = trace(module, x)
         except UnsupportedOperatorError as err:
-            raise Skip(f"LiRPA cannot bound this model: {err}") from err
+            if p.backend == "native":
+                raise Skip(f"LiRPA cannot bound this model: {err}") from err
+            graph, counters["uncapped_samples"] = None, float(n)  # auto_LiRPA may still bound it
         with torch.no_grad():
             logits = module(x)
         k = logits.shape[1]
         correct = (logits.argmax(1) == y).numpy()
         C = _margin_spec(y, k)
         arrays: dict[str, np.ndarray] = {"clean_correct": correct, "pgd_robust": np.zeros((n, n_eps), bool)}
-        counters: dict[str, float] = {}
         options = {"iterations": p.alpha_iterations, "lr": p.alpha_lr}
         for method in p.methods:
             key = Method(method).metric_name
@@ -143,7 +165,7 @@ class VerifiedAccuracy(Stage):
                 used = self._affordable(m, graph, ptb, C.shape[1])
                 start = time.perf_counter()
                 lb, ub = compute_bounds(module, x, eps, norm=norm, method=used, C=C, x_min=x_min, x_max=x_max,
-                                        options=options, graph=graph)
+                                        options=options, graph=graph, backend=p.backend)
                 arrays[f"seconds.{key}"][:, j] = (time.perf_counter() - start) / n
                 arrays[f"verified.{key}"][:, j] = correct & (lb[:, : k - 1] > 0).all(1).numpy()
                 arrays[f"gap.{key}"][:, j] = (ub[:, k - 1] - lb[:, k - 1]).numpy()
@@ -151,8 +173,8 @@ class VerifiedAccuracy(Stage):
         return UnitOutput(arrays=arrays, counters=counters)
 
     def _affordable(self, method: Method, graph: object, ptb: Perturbation, n_spec: int) -> Method:
-        """``method``, or the cheaper fallback when its estimated cost exceeds the cap."""
-        while method in (Method.CROWN, Method.ALPHA_CROWN, Method.CROWN_IBP):
+        """``method``, or the cheaper fallback when its estimated cost exceeds the cap (no graph: no cap)."""
+        while graph is not None and method in (Method.CROWN, Method.ALPHA_CROWN, Method.CROWN_IBP):
             cost = estimate_cost(graph, ptb, n_spec, ibp_intermediate=method is Method.CROWN_IBP)  # type: ignore[arg-type]
             if method is Method.ALPHA_CROWN:
                 cost *= 3.0 * max(1, self.params.alpha_iterations)
@@ -167,6 +189,12 @@ class VerifiedAccuracy(Stage):
         n = len(correct)
         metrics = rate_metrics("clean_accuracy", int(correct.sum()), n)
         notes, warnings = [], []
+        if p.backend == "auto_lirpa":
+            notes.append(f"bounds computed by auto_LiRPA {auto_lirpa_version() or '(not importable now)'} "
+                         "(backend='auto_lirpa'), not by robaudit's native engine")
+        if counters.get("uncapped_samples"):
+            notes.append(f"{int(counters['uncapped_samples'])}/{n} samples: the native engine cannot trace this "
+                         "model, so max_crown_elements was not applied (no fallback; auto_LiRPA bounded it)")
         any_verified = np.zeros((n, len(p.eps)), bool)
         lines, rows = [], []
         for method in p.methods:
@@ -218,7 +246,7 @@ class VerifiedAccuracy(Stage):
                            *(f"verified {Method(m).value}" for m in p.methods), "verified n", "falsified n", "unknown n"],
                           rows, caption="metric suffix e<k> refers to the eps in this table"),
         ]
-        budget = {"samples": n, "eps": list(p.eps), "norm": p.norm, "methods": list(p.methods),
+        budget = {"samples": n, "eps": list(p.eps), "norm": p.norm, "methods": list(p.methods), "backend": p.backend,
                   "attack_steps": p.attack_steps, "attack_restarts": p.attack_restarts,
                   "pgd_forward_passes": counters.get("pgd_forward", 0.0)}
         if Method.ALPHA_CROWN.value in p.methods:

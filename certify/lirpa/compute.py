@@ -28,11 +28,25 @@ def parse_norm(norm: float | str) -> float:
     raise ParameterError(f"unsupported norm {norm!r}; use 'inf' (L-infinity) or 2 (L2)")
 
 
+BACKENDS = ("native", "auto_lirpa")
+
+
+def validate_inputs(x: torch.Tensor, eps: float | torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(x detached, eps as a float)``, or ParameterError for a non-float ``x`` or a tensor ``eps``."""
+    if isinstance(eps, torch.Tensor):
+        if eps.numel() != 1:
+            raise ParameterError("eps must be one number; bound each radius in its own call")
+        eps = float(eps)
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
+        raise ParameterError("x must be a floating-point tensor (batch, *input_shape)")
+    return x.detach(), float(eps)
+
+
 def compute_bounds(module: nn.Module, x: torch.Tensor, eps: float, *, norm: float | str = math.inf,
                    method: str | Method = "crown", C: torch.Tensor | None = None,
                    x_min: float | None = 0.0, x_max: float | None = 1.0,
-                   options: dict[str, Any] | None = None, graph: Graph | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   options: dict[str, Any] | None = None, graph: Graph | None = None,
+                   backend: str = "native") -> tuple[torch.Tensor, torch.Tensor]:
     """Sound bounds ``lb <= C[b] @ module(x') <= ub`` for every ``x'`` in the eps-ball around ``x[b]``.
 
     Threat model: ``||x' - x[b]||_p <= eps`` with ``p = inf`` (intersected with the pixel box
@@ -54,26 +68,30 @@ def compute_bounds(module: nn.Module, x: torch.Tensor, eps: float, *, norm: floa
         options: alpha-CROWN settings (:class:`AlphaOptions`: ``iterations``, ``lr``, ``lr_decay``,
             ``early_stop_patience``; auto_LiRPA's ``optimize_bound_args`` dict is accepted) and
             ``max_elements`` (memory cap of one backward pass, in numbers, all methods).
-        graph: a graph already traced from ``module`` (skips tracing).
+        graph: a graph already traced from ``module`` (skips tracing; native backend only).
+        backend: ``"native"`` (this engine) or ``"auto_lirpa"`` (delegate to an installed
+            auto_LiRPA, see :mod:`.auto_lirpa_backend`; ``graph`` is then unused).
 
     Returns:
         ``(lb, ub)``, each ``(B, S)`` (``(B, K)`` without ``C``), detached.
 
     Raises:
         UnsupportedOperatorError: the network has an operator without a relaxation here.
-        ParameterError: invalid eps, norm, method, C or options.
+        ParameterError: invalid eps, norm, method, C, options or backend (also when
+            ``backend="auto_lirpa"`` and auto_LiRPA does not import; the message names the fix).
     """
+    if backend not in BACKENDS:
+        raise ParameterError(f"unknown LiRPA backend {backend!r}; use one of {', '.join(map(repr, BACKENDS))}")
+    if backend == "auto_lirpa":
+        from .auto_lirpa_backend import compute_bounds_auto_lirpa
+
+        return compute_bounds_auto_lirpa(module, x, eps, norm=norm, method=method, C=C, x_min=x_min,
+                                         x_max=x_max, options=options)
     m = Method.parse(method)
     p = parse_norm(norm)
-    if isinstance(eps, torch.Tensor):
-        if eps.numel() != 1:
-            raise ParameterError("eps must be one number; bound each radius in its own call")
-        eps = float(eps)
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or not x.is_floating_point():
-        raise ParameterError("x must be a floating-point tensor (batch, *input_shape)")
-    x = x.detach()
+    x, eps = validate_inputs(x, eps)
     opts = AlphaOptions.parse(options)
-    ptb = Perturbation(x, float(eps), p, x_min, x_max)
+    ptb = Perturbation(x, eps, p, x_min, x_max)
     g = graph if graph is not None else trace(module, x)
     n_out = g.nodes[g.output].shape[0]
     batch = x.shape[0]
