@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
         sp.add_argument("--fail-fast", action="store_true", help="stop at the first stage error (exit 3)")
         sp.add_argument("--verbose", "-v", action="store_true", help="log progress details to stderr")
+        sp.add_argument("--device", default="auto", metavar="DEVICE",
+                        help="cpu, cuda, cuda:N or auto (default: auto = cuda when available); under "
+                             "torchrun, cuda means one GPU per local rank")
 
     a = sub.add_parser("audit", help="audit a model (CONFIG file, or MODEL with --data)")
     a.add_argument("target", metavar="CONFIG|MODEL", help="a .toml/.json config, or a model file / spec")

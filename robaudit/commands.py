@@ -76,15 +76,21 @@ def _run(cfg: AuditConfig, args: argparse.Namespace, env: Env) -> int:
     from robaudit.outputs import write_outputs
     from robaudit.progress import TerminalProgress
     from robaudit.runner import AuditOptions, run_audit
+    from robaudit.sharding import RankContext, process_group
 
     out = Path(args.out)
-    baseline = AuditResult.read(args.baseline) if args.baseline else None
-    progress = TerminalProgress(env.stderr, enabled=env.interactive and not args.quiet)
+    ranks = RankContext.from_env()
+    baseline = AuditResult.read(args.baseline) if args.baseline and ranks.is_main else None
+    progress = TerminalProgress(env.stderr, enabled=env.interactive and not args.quiet and ranks.is_main)
     try:
-        result = run_audit(cfg, out, AuditOptions(resume=args.resume, fail_fast=args.fail_fast,
-                                                  baseline=baseline, progress=progress))
+        with process_group(ranks):
+            result = run_audit(cfg, out, AuditOptions(resume=args.resume, fail_fast=args.fail_fast,
+                                                      baseline=baseline, progress=progress,
+                                                      device=args.device, ranks=ranks))
     finally:
         progress.close()
+    if result is None:  # a torchrun worker: its units are merged into rank 0's run store
+        return int(ExitCode.OK)
     paths = write_outputs(result, out)
     if not args.quiet:
         _print_summary(result, env)

@@ -51,3 +51,9 @@ class CapabilityError(RobauditError):
 
 class ParameterError(RobauditError):
     """A method was given an invalid parameter (negative eps, unknown corruption, ...)."""
+
+
+class OutOfMemoryError(RobauditError):
+    """A work unit ran out of memory even after backing off to batch size 1 and single samples."""
+
+    exit_code = ExitCode.AUDIT_FAILED

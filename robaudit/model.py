@@ -136,6 +136,18 @@ class ModelAdapter(ABC):
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
+    @property
+    def device(self) -> torch.device:
+        """Where :meth:`logits` wants its inputs (outputs come back on the input's device)."""
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> ModelAdapter:
+        """Move the torch parts of this adapter to ``device`` in place; returns ``self``.
+
+        Adapters without torch parts (onnxruntime sessions) accept inputs on any device.
+        """
+        return self
+
     def with_module(self, module: nn.Module, name: str, note: str) -> ModelAdapter:
         """A copy of this adapter running ``module`` (a defended copy of torch_module())."""
         return TorchModelAdapter(
@@ -195,7 +207,13 @@ class TorchModelAdapter(ModelAdapter):
     def device(self) -> torch.device:
         for t in self._module.parameters():
             return t.device
+        for t in self._module.buffers():
+            return t.device
         return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> TorchModelAdapter:
+        self._module.to(device)
+        return self
 
 
 def set_eval(module: nn.Module) -> None:

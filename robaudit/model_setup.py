@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import torch
+
 from robaudit.config import AuditConfig, ModelConfig
 from robaudit.data import Dataset, load_dataset
 from robaudit.errors import CapabilityError, ConfigError, ParameterError
@@ -41,8 +43,13 @@ def load_configured_model(m: ModelConfig) -> ModelAdapter:
     )
 
 
-def load_audit_models(cfg: AuditConfig) -> list[AuditModel]:
-    """Load every model, its data (at the model's input shape) and its variants."""
+def load_audit_models(cfg: AuditConfig, device: torch.device | None = None) -> list[AuditModel]:
+    """Load every model, its data (at the model's input shape) and its variants.
+
+    The contract and ONNX twin checks run on the CPU; then the model moves to ``device``
+    (default CPU) before its defended variants are built, so they live there too. The data
+    stays on the CPU: the runner moves each work unit's batch.
+    """
     out = []
     cache: dict[tuple[object, ...], Dataset] = {}
     for m in cfg.models:
@@ -58,6 +65,8 @@ def load_audit_models(cfg: AuditConfig) -> list[AuditModel]:
         verify = getattr(adapter, "verify_twin", None)
         if verify is not None:
             verify(data.x[:TWIN_CHECK_SAMPLES])
+        if device is not None:
+            adapter.to(device)
         out.append(AuditModel(adapter.name, adapter, data, build_variants(cfg, adapter)))
     return out
 

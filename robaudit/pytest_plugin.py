@@ -37,6 +37,7 @@ def robaudit_audit(tmp_path: Path) -> Callable[..., Any]:
         out_dir = Path(out) if out else tmp_path / "robaudit-out"
         base = AuditResult.read(baseline) if baseline else None
         result = run_audit(cfg, out_dir, AuditOptions(baseline=base))
+        assert result is not None  # not sharded: this process is rank 0
         write_outputs(result, out_dir)
         failed = [g for g in result.gates if not g.passed]
         message = "; ".join(f"{g.model}/{g.variant} {g.name}: {g.message}" for g in failed) or "all gates passed"

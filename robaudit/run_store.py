@@ -1,7 +1,8 @@
 """The run store: every finished work unit committed atomically to SQLite in the output dir.
 
 An interrupted or killed audit resumes from here (``--resume``) without recomputing the
-units it finished. The store is bound to a fingerprint of everything that determines the
+units it finished. Under torchrun every rank commits to its own shard store
+(``run_store.rank<R>.sqlite``) and rank 0 merges the shards into the main store. The store is bound to a fingerprint of everything that determines the
 results (resolved config, model fingerprints, data ids, robaudit version); resuming with
 anything else is refused.
 """
@@ -10,22 +11,49 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from robaudit.errors import ConfigError
 
+log = logging.getLogger(__name__)
 STORE_NAME = "run_store.sqlite"
+SHARD_PATTERN = re.compile(r"run_store\.rank(\d+)\.sqlite")
+UnitKey = tuple[str, str, str, str]  # (model, variant, stage id, unit key)
+UnitRow = tuple[str, str, str, str, bytes, str, float]
+
+
+def shard_name(rank: int) -> str:
+    return f"run_store.rank{rank}.sqlite"
+
+
+def shard_paths(out_dir: Path) -> dict[int, Path]:
+    """Rank -> shard store file found in ``out_dir``."""
+    found = {}
+    for path in out_dir.glob("run_store.rank*.sqlite"):
+        match = SHARD_PATTERN.fullmatch(path.name)
+        if match:
+            found[int(match.group(1))] = path
+    return found
+
+
+def remove_store_file(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
 
 
 class RunStore:
-    def __init__(self, out_dir: Path, fingerprint: str, *, resume: bool) -> None:
+    def __init__(self, out_dir: Path, fingerprint: str, *, resume: bool, name: str = STORE_NAME) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / STORE_NAME
+        self.path = out_dir / name
+        self.fingerprint = fingerprint
         if self.path.exists() and not resume:
-            self.path.unlink()
+            remove_store_file(self.path)
         self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -47,6 +75,39 @@ class RunStore:
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM units").fetchone()[0])
+
+    def keys(self) -> set[UnitKey]:
+        return {tuple(r) for r in self._db.execute("SELECT model, variant, stage, unit FROM units")}  # type: ignore[misc]
+
+    def rows(self, exclude: set[UnitKey] | frozenset[UnitKey] = frozenset()) -> Iterator[UnitRow]:
+        """Every committed unit as a raw row (for merging shards), minus ``exclude``."""
+        for row in self._db.execute("SELECT * FROM units"):
+            if tuple(row[:4]) not in exclude:
+                yield tuple(row)  # type: ignore[misc]
+
+    def put_rows(self, rows: list[UnitRow]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def import_shards(self, out_dir: Path) -> int:
+        """Merge every shard store left in ``out_dir`` (e.g. by killed ranks) into this store.
+
+        Raises ConfigError if a shard belongs to another audit (different fingerprint).
+        """
+        imported = 0
+        for rank, path in sorted(shard_paths(out_dir).items()):
+            if path == self.path:
+                continue
+            shard = RunStore(out_dir, self.fingerprint, resume=True, name=path.name)
+            try:
+                rows = list(shard.rows(exclude=self.keys()))
+            finally:
+                shard.close()
+            self.put_rows(rows)
+            imported += len(rows)
+            log.info("imported %d finished units from rank %d's shard %s", len(rows), rank, path)
+        return imported
 
     def get(self, model: str, variant: str, stage: str, unit: str) -> tuple[dict[str, np.ndarray], dict[str, float], float] | None:
         row = self._db.execute(

@@ -26,18 +26,20 @@ import torch
 import robaudit
 from robaudit.config import AuditConfig
 from robaudit.data import Dataset
+from robaudit.device import describe, resolve_device
 from robaudit.errors import CapabilityError, ConfigError, ParameterError, RobauditError
 from robaudit.gates import evaluate_gates, verdict_of
 from robaudit.model import ModelAdapter
 from robaudit.model_setup import load_audit_models
 from robaudit.results import SCHEMA_VERSION, AuditResult, ModelRecord, StageResult, StageStatus
 from robaudit.run_store import RunStore
-from robaudit.seeding import derive_seed, make_generator
-from robaudit.stage import Skip, Stage
+from robaudit.seeding import derive_seed
+from robaudit.sharding import RankContext, UnitTask, compute_shard, open_main_store
+from robaudit.stage import Skip
 from robaudit.stage_factory import ConfiguredStage, create_stages
+from robaudit.unit_exec import OOM_COUNTER, UnitExecutor
 
 log = logging.getLogger(__name__)
-DEFAULT_UNIT_SIZE = 64
 
 
 class Progress(Protocol):
@@ -64,35 +66,56 @@ class AuditOptions:
     baseline: AuditResult | None = None
     progress: Progress = field(default_factory=_NoProgress)
     on_unit: Callable[[str], None] | None = None  # test hook: called after each committed unit
+    device: str = "auto"  # cpu | cuda | cuda:N | auto
+    ranks: RankContext = field(default_factory=RankContext)  # torchrun position (sharding)
 
 
-def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = None) -> AuditResult:
+@dataclass
+class StageJob:
+    """One stage on one model variant, with its work units ``(unit key, sample ids)``."""
+
+    cs: ConfiguredStage
+    model: str
+    variant: str
+    adapter: ModelAdapter | CapabilityError
+    data: Dataset
+    skip: str | None
+    units: list[tuple[str, tuple[str, ...]]]
+
+
+def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = None) -> AuditResult | None:
     """Run every configured stage on every model variant and evaluate the gates.
 
+    Under torchrun (``options.ranks.world_size > 1``) every rank computes its share of the work
+    units (see robaudit.sharding); rank 0 returns the result, the other ranks return None.
+
     Raises:
-        RobauditError: config, model or data problems (before any stage runs).
+        RobauditError: config, model, data or device problems (before any stage runs).
         KeyboardInterrupt: propagated; finished units stay in the run store for --resume.
     """
     options = options or AuditOptions()
+    ranks = options.ranks
     t_start = time.perf_counter()
     stages = create_stages(cfg)
-    audit_models = load_audit_models(cfg)
-    skips = _precheck(stages, audit_models)
-    fingerprint = _store_fingerprint(cfg, audit_models)
-    store = RunStore(out_dir, fingerprint, resume=options.resume)
-    results: list[StageResult] = []
+    device = resolve_device(options.device, ranks.local_rank)
+    audit_models = load_audit_models(cfg, device)
+    jobs = _plan(stages, audit_models, _precheck(stages, audit_models), cfg.unit_size)
+    fingerprint = _store_fingerprint(cfg, audit_models, device)
+    executor = UnitExecutor(device, cfg.seed)
+    store = (open_main_store(out_dir, fingerprint, resume=options.resume, world_size=ranks.world_size)
+             if ranks.is_main else None)
     try:
-        for am in audit_models:
-            for variant_name, variant in am.variants.items():
-                for cs in stages:
-                    if not _applies(cs, am.name, variant_name):
-                        continue
-                    data = am.data if cs.config.n is None else am.data.head(cs.config.n)
-                    results.append(_run_stage(cs, am.name, variant_name, variant, data, cfg.seed,
-                                              cfg.unit_size, store, options,
-                                              skips.get((am.name, variant_name, cs.config.id))))
+        if ranks.sharded:
+            compute_shard(_tasks(jobs, executor), ranks, out_dir, fingerprint, resume=options.resume,
+                          main_store=store, fail_fast=options.fail_fast,
+                          on_start=lambda n: options.progress.stage(f"rank {ranks.rank}: work units", n),
+                          on_unit=lambda key: _unit_done(options, key))
+        if store is None:
+            return None
+        results = [_run_stage(job, store, executor, options) for job in jobs]
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     gates = evaluate_gates(cfg.gates, results, [am.name for am in audit_models], options.baseline)
     verdict, code = verdict_of(gates, results)
     data0 = audit_models[0].data
@@ -109,7 +132,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
         ],
         data={**data0.source, "ids_hash": data0.ids_hash, "ids": list(data0.ids),
               "class_names": list(data0.class_names) if data0.class_names else None},
-        environment=environment(),
+        environment=environment(device, ranks.world_size),
         stages=results,
         gates=gates,
         verdict=verdict,
@@ -151,23 +174,69 @@ def _applies(cs: ConfiguredStage, model: str, variant: str) -> bool:
     return (c.models is None or model in c.models) and (c.variants is None or variant in c.variants)
 
 
-def _run_stage(cs: ConfiguredStage, model_name: str, variant_name: str, variant: ModelAdapter | CapabilityError,
-               data: Dataset, root_seed: int, unit_size: int | None, store: RunStore,
-               options: AuditOptions, skip_reason: str | None) -> StageResult:
-    stage, sid = cs.stage, cs.config.id
-    seed = derive_seed(root_seed, sid)
-    base = dict(id=sid, stage=cs.config.stage, model=model_name, variant=variant_name,
+def _plan(stages: list[ConfiguredStage], models: list[Any], skips: dict[tuple[str, str, str], str],
+          unit_size: int | None) -> list[StageJob]:
+    """Every (model, variant, stage) in report order, with its work units (none if it will not run).
+
+    Units are fixed chunks of the ordered sample ids, keyed by a hash of their ids: the same
+    on every rank and every run, whatever the sharding.
+    """
+    jobs = []
+    for am in models:
+        for variant_name, variant in am.variants.items():
+            for cs in stages:
+                if not _applies(cs, am.name, variant_name):
+                    continue
+                data = am.data if cs.config.n is None else am.data.head(cs.config.n)
+                skip = skips.get((am.name, variant_name, cs.config.id))
+                size = type(cs.stage).unit_size
+                if size is not None and unit_size is not None:
+                    size = unit_size
+                chunks = [data.ids] if size is None else [data.ids[i : i + size] for i in range(0, len(data), size)]
+                runs = skip is None and not isinstance(variant, CapabilityError)
+                units = [(_unit_key(ids), tuple(ids)) for ids in chunks] if runs else []
+                jobs.append(StageJob(cs, am.name, variant_name, variant, data, skip, units))
+    return jobs
+
+
+def _unit_key(ids: tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20]
+
+
+def _tasks(jobs: list[StageJob], executor: UnitExecutor) -> list[UnitTask]:
+    tasks = []
+    for job in jobs:
+        sid = job.cs.config.id
+        for key, ids in job.units:
+            def compute(job: StageJob = job, key: str = key, ids: tuple[str, ...] = ids) -> Any:
+                assert not isinstance(job.adapter, CapabilityError)
+                return executor.run(job.cs.config.id, job.cs.stage, job.adapter, job.data.select(ids), key)
+
+            tasks.append(UnitTask((job.model, job.variant, sid, key), (job.model, job.variant, sid), compute))
+    return tasks
+
+
+def _unit_done(options: AuditOptions, key: str) -> None:
+    options.progress.advance()
+    if options.on_unit:
+        options.on_unit(key)
+
+
+def _run_stage(job: StageJob, store: RunStore, executor: UnitExecutor, options: AuditOptions) -> StageResult:
+    cs, sid = job.cs, job.cs.config.id
+    stage = cs.stage
+    seed = derive_seed(executor.root_seed, sid)
+    base = dict(id=sid, stage=cs.config.stage, model=job.model, variant=job.variant,
                 params=stage.params_json(), seed=seed)
     t0 = time.perf_counter()
-    if isinstance(variant, CapabilityError):
-        return StageResult(**base, status=StageStatus.SKIPPED, notes=[f"variant not available: {variant}"])
-    if skip_reason is not None:
-        return StageResult(**base, status=StageStatus.SKIPPED, notes=[skip_reason])
+    if isinstance(job.adapter, CapabilityError):
+        return StageResult(**base, status=StageStatus.SKIPPED, notes=[f"variant not available: {job.adapter}"])
+    if job.skip is not None:
+        return StageResult(**base, status=StageStatus.SKIPPED, notes=[job.skip])
     try:
-        arrays, counters, unit_time = _run_units(stage, sid, model_name, variant_name, variant, data,
-                                                 root_seed, unit_size, store, options)
+        arrays, counters, unit_time = _run_units(job, store, executor, options)
         t_summary = time.perf_counter()
-        out = stage.summarize(arrays, data, counters)
+        out = stage.summarize(arrays, job.data, counters)
     except Skip as skip:
         return StageResult(**base, status=StageStatus.SKIPPED, notes=[str(skip)],
                            duration_s=round(time.perf_counter() - t0, 3))
@@ -176,41 +245,37 @@ def _run_stage(cs: ConfiguredStage, model_name: str, variant_name: str, variant:
     except Exception as err:  # noqa: BLE001 - a broken stage is a record, not a crash
         if options.fail_fast:
             raise
-        log.exception("stage %s failed on %s/%s", sid, model_name, variant_name)
+        log.exception("stage %s failed on %s/%s", sid, job.model, job.variant)
         detail = "".join(traceback.format_exception(type(err), err, err.__traceback__)[-6:])
         message = str(err) if isinstance(err, RobauditError) else f"{type(err).__name__}: {err}"
         return StageResult(**base, status=StageStatus.ERROR, error=f"{message}\n{detail}",
                            duration_s=round(time.perf_counter() - t0, 3))
     duration = unit_time + (time.perf_counter() - t_summary)
-    budget = {"samples_audited": len(data), **out.budget, **{f"total_{k}": v for k, v in counters.items()}}
+    budget = {"samples_audited": len(job.data), **out.budget, **{f"total_{k}": v for k, v in counters.items()}}
+    notes = list(out.notes)
+    if counters.get(OOM_COUNTER):
+        notes.append(f"ran out of memory {int(counters[OOM_COUNTER])} time(s) on {executor.device}; "
+                     "retried with a halved batch size or unit each time (same generator state)")
     return StageResult(**base, status=StageStatus.OK, metrics={k: float(v) for k, v in out.metrics.items()},
-                       notes=list(out.notes), warnings=list(out.warnings), figures=list(out.figures),
+                       notes=notes, warnings=list(out.warnings), figures=list(out.figures),
                        budget=_jsonable(budget), duration_s=round(duration, 3))
 
 
-def _run_units(stage: Stage, sid: str, model_name: str, variant_name: str, model: ModelAdapter, data: Dataset,
-               root_seed: int, unit_size: int | None, store: RunStore,
+def _run_units(job: StageJob, store: RunStore, executor: UnitExecutor,
                options: AuditOptions) -> tuple[dict[str, np.ndarray], dict[str, float], float]:
-    size = type(stage).unit_size
-    if size is not None and unit_size is not None:
-        size = unit_size
-    units = [data.ids] if size is None else [data.ids[i : i + size] for i in range(0, len(data), size)]
-    options.progress.stage(f"{model_name}/{variant_name}/{sid}", len(units))
+    sid = job.cs.config.id
+    assert not isinstance(job.adapter, CapabilityError)
+    options.progress.stage(f"{job.model}/{job.variant}/{sid}", len(job.units))
     parts: list[dict[str, np.ndarray]] = []
     counters: dict[str, float] = {}
     total_time = 0.0
-    for ids in units:
-        key = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20]
-        cached = store.get(model_name, variant_name, sid, key)
+    for key, ids in job.units:
+        cached = store.get(job.model, job.variant, sid, key)
         if cached is None:
-            t0 = time.perf_counter()
-            gen = make_generator(derive_seed(root_seed, sid, key))
-            unit = stage.run_unit(model, data.select(ids), generator=gen)
-            arrays = {k: np.asarray(v) for k, v in unit.arrays.items()}
-            unit_counters, duration = dict(unit.counters), time.perf_counter() - t0
-            store.put(model_name, variant_name, sid, key, arrays, unit_counters, duration)
+            arrays, unit_counters, duration = executor.run(sid, job.cs.stage, job.adapter, job.data.select(ids), key)
+            store.put(job.model, job.variant, sid, key, arrays, unit_counters, duration)
             if options.on_unit:
-                options.on_unit(f"{model_name}/{variant_name}/{sid}/{key}")
+                options.on_unit(f"{job.model}/{job.variant}/{sid}/{key}")
         else:
             arrays, unit_counters, duration = cached
         parts.append(arrays)
@@ -222,9 +287,10 @@ def _run_units(stage: Stage, sid: str, model_name: str, variant_name: str, model
     return merged, counters, total_time
 
 
-def _store_fingerprint(cfg: AuditConfig, models: list[Any]) -> str:
+def _store_fingerprint(cfg: AuditConfig, models: list[Any], device: torch.device) -> str:
     text = json.dumps({
         "config": cfg.to_json(),
+        "device": device.type,  # CPU and CUDA round differently: never mix their units
         "models": [(m.name, m.adapter.fingerprint) for m in models],
         "data": [m.data.ids_hash for m in models],
         "version": robaudit.__version__,
@@ -232,7 +298,7 @@ def _store_fingerprint(cfg: AuditConfig, models: list[Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def environment() -> dict[str, Any]:
+def environment(device: torch.device | None = None, world_size: int = 1) -> dict[str, Any]:
     import importlib.metadata as md
 
     versions = {}
@@ -242,7 +308,8 @@ def environment() -> dict[str, Any]:
         except md.PackageNotFoundError:
             versions[pkg] = None
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
-            "torch_threads": torch.get_num_threads(), "device": "cpu"}
+            "torch_threads": torch.get_num_threads(),
+            "device": describe(device) if device is not None else "cpu", "world_size": world_size}
 
 
 def _jsonable(value: Any) -> Any:

@@ -184,6 +184,18 @@ class OnnxModelAdapter(ModelAdapter):
             return self._twin(x)
         return self._run_ort(x)
 
+    @property
+    def device(self) -> torch.device:
+        """The twin's device; onnxruntime always runs on CPU and returns logits on the input's device."""
+        for t in (self._twin.parameters() if self._twin is not None else ()):
+            return t.device
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> OnnxModelAdapter:
+        if self._twin is not None:
+            self._twin.to(device)
+        return self
+
     def torch_module(self) -> nn.Module:
         """The verified twin taking [0, 1] inputs (eval mode, frozen), or CapabilityError."""
         if not self._twin_usable:
