@@ -10,6 +10,7 @@ auto_LiRPA runs when one imports.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from typing import Any
@@ -252,7 +253,9 @@ def test_install_that_fails_on_torch2_is_unavailable(monkeypatch, tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("raise AttributeError(\"module 'torch' has no attribute '_six'\")\n")
     monkeypatch.delitem(sys.modules, "auto_LiRPA", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    # not monkeypatch.syspath_prepend: it calls pkg_resources, which other tests replace with a shim
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    importlib.invalidate_caches()
     assert not auto_lirpa_available()
     with pytest.raises(AutoLirpaUnavailableError, match="AttributeError.*_six.*pip install git"):
         compute_bounds(_linear_net(), _inputs(), 0.05, backend="auto_lirpa")
