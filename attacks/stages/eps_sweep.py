@@ -101,12 +101,13 @@ class EpsSweep(Stage):
             z = model.logits(x)
         correct = z.argmax(1) == y
         top2 = z.topk(2, dim=1).values
-        gap = (top2[:, 0] - top2[:, 1]).numpy()
+        gap = (top2[:, 0] - top2[:, 1]).cpu().numpy()
         counters = {"forward": float(len(x)), "backward": 0.0}
         seeds = torch.randint(0, 2**62, (len(p.attacks), len(p.eps)), generator=generator,
                               device=generator.device).tolist()
         idx = correct.nonzero()[:, 0]
-        arrays: dict[str, np.ndarray] = {"clean_correct": correct.numpy(), "logit_gap": gap}
+        idx_np, correct_np = idx.cpu().numpy(), correct.cpu().numpy()
+        arrays: dict[str, np.ndarray] = {"clean_correct": correct_np, "logit_gap": gap}
         for a, name in enumerate(p.attacks):
             wrong = np.zeros((len(x), len(p.eps)), dtype=bool)
             for j, eps in enumerate(p.eps):
@@ -117,12 +118,12 @@ class EpsSweep(Stage):
                 g = torch.Generator(device=generator.device).manual_seed(int(seeds[a][j]))
                 xa = attack.perturb(model, x[idx], y[idx], generator=g)
                 with torch.no_grad():
-                    wrong[idx.numpy(), j] = (model.logits(xa).argmax(1) != y[idx]).numpy()
+                    wrong[idx_np, j] = (model.logits(xa).argmax(1) != y[idx]).cpu().numpy()
                 counters["forward"] += attack.last_counts["forward"] + len(idx)
                 counters["backward"] += attack.last_counts["backward"]
             arrays[f"wrong.{name}"] = wrong
             first = np.where(wrong.any(1), np.asarray(p.eps)[wrong.argmax(1)], np.inf)
-            arrays[f"first_error_eps.{name}"] = np.where(correct.numpy(), first, np.nan)
+            arrays[f"first_error_eps.{name}"] = np.where(correct_np, first, np.nan)
         return UnitOutput(arrays=arrays, counters=counters)
 
     def summarize(self, arrays: dict[str, np.ndarray], data: Dataset, counters: dict[str, float]) -> StageOutput:

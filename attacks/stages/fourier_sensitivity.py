@@ -103,7 +103,7 @@ class FourierSensitivity(Stage):
         with torch.no_grad():
             clean_wrong = (model.logits(batch.x).argmax(1).cpu() != batch.y.cpu()).numpy()
         n = len(batch)
-        return UnitOutput(arrays={"wrong": wrong.numpy().astype(np.uint8), "logit_change": change.numpy(),
+        return UnitOutput(arrays={"wrong": wrong.cpu().numpy().astype(np.uint8), "logit_change": change.cpu().numpy(),
                                   "clean_wrong": clean_wrong},
                           counters={"forward": float(n * (1 + len(grid.positions)))})
 

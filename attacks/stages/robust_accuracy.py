@@ -132,17 +132,19 @@ class RobustAccuracy(Stage):
             correct = f(x).argmax(1) == y
         counters: dict[str, float] = {"forward": float(len(x)), "backward": 0.0, "queries": float(len(x))}
         seeds = torch.randint(0, 2**62, (len(p.attacks),), generator=generator, device=generator.device).tolist()
+        # per-sample bookkeeping lives on the batch's device (CPU or CUDA); arrays leave via .cpu()
+        dev = x.device
         robust = correct.clone()
-        broken_by = torch.full((len(x),), -1, dtype=torch.long)
-        adv_img, adv_norm = x.clone(), torch.zeros(len(x))
+        broken_by = torch.full((len(x),), -1, dtype=torch.long, device=dev)
+        adv_img, adv_norm = x.clone(), torch.zeros(len(x), device=dev)
         arrays: dict[str, np.ndarray] = {}
-        square_q = torch.zeros(len(x), dtype=torch.long)
+        square_q = torch.zeros(len(x), dtype=torch.long, device=dev)
         for j, name in enumerate(p.attacks):
             if name not in run:
                 continue
             pool = robust if p.mode == Mode.CASCADE.value else correct
             idx = pool.nonzero()[:, 0]
-            still = torch.zeros(len(x), dtype=torch.bool)
+            still = torch.zeros(len(x), dtype=torch.bool, device=dev)
             if len(idx):
                 attack = build_attack(name, norm=p.norm, eps=p.eps, steps=p.steps, restarts=p.restarts,
                                       alpha=p.alpha, queries=p.square_queries, p_init=p.square_p_init)
@@ -157,17 +159,17 @@ class RobustAccuracy(Stage):
                 counters["forward"] += len(idx)
                 counters["queries"] += len(idx)
                 if isinstance(attack, Square):
-                    square_q[idx] = attack.last_queries
+                    square_q[idx] = attack.last_queries.to(dev)
                 first = ~ok & robust[idx]  # broken now and by no earlier attack
                 new = idx[first]
                 broken_by[new] = j
                 adv_img[new] = xa[first]
                 adv_norm[new] = per_sample_norm(adv_img[new] - x[new], Norm(p.norm))
                 robust &= ~(correct & ~still & pool)
-            arrays[f"robust.{name}"] = (robust if p.mode == Mode.CASCADE.value else still & correct).numpy()
-        arrays.update({"clean_correct": correct.numpy(), "robust": robust.numpy(),
-                       "broken_by": broken_by.numpy(), "adv_norm": adv_norm.numpy(),
-                       "square_queries": square_q.numpy(), "adv_thumb": _thumb(adv_img)})
+            arrays[f"robust.{name}"] = (robust if p.mode == Mode.CASCADE.value else still & correct).cpu().numpy()
+        arrays.update({"clean_correct": correct.cpu().numpy(), "robust": robust.cpu().numpy(),
+                       "broken_by": broken_by.cpu().numpy(), "adv_norm": adv_norm.cpu().numpy(),
+                       "square_queries": square_q.cpu().numpy(), "adv_thumb": _thumb(adv_img)})
         return UnitOutput(arrays=arrays, counters=counters)
 
     def summarize(self, arrays: dict[str, np.ndarray], data: Dataset, counters: dict[str, float]) -> StageOutput:
@@ -247,4 +249,4 @@ def _thumb(x: torch.Tensor) -> np.ndarray:
     if max(h, w) > THUMB:
         scale = THUMB / max(h, w)
         x = F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="area")
-    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
