@@ -240,11 +240,12 @@ def fingerprint_module(module: nn.Module) -> str:
 
 
 def _has_timm_attention(module: nn.Module) -> bool:
-    try:
-        from timm.layers import Attention
-    except ImportError:  # timm is a dependency, but keep the core importable without it
+    import sys
+
+    layers = sys.modules.get("timm.layers")  # a model built from timm classes has imported them
+    if layers is None:  # importing timm costs seconds per process: not for a model without it
         return False
-    return any(isinstance(m, Attention) for m in module.modules())
+    return any(isinstance(m, layers.Attention) for m in module.modules())
 
 
 def check_contract(model: ModelAdapter, *, batch: torch.Tensor | None = None) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
     jobs = _plan(stages, audit_models, _precheck(stages, audit_models), cfg.unit_size)
     fingerprint = _store_fingerprint(cfg, audit_models, device)
     executor = UnitExecutor(device, cfg.seed)
+    t_run = time.perf_counter()
     store = (open_main_store(out_dir, fingerprint, resume=options.resume, world_size=ranks.world_size)
              if ranks.is_main else None)
     try:
@@ -113,6 +114,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
         if store is None:
             return None
         results = [_run_stage(job, store, executor, options) for job in jobs]
+        t_done = time.perf_counter()
     finally:
         if store is not None:
             store.close()
@@ -137,7 +139,9 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
         gates=gates,
         verdict=verdict,
         exit_code=code,
-        timings={"total_s": round(time.perf_counter() - t_start, 3)},
+        timings={"total_s": round(time.perf_counter() - t_start, 3),
+                 "setup_s": round(t_run - t_start, 3),  # models, data, checks (every rank pays it)
+                 "run_s": round(t_done - t_run, 3)},  # work units (sharded) and summaries
     )
 
 

@@ -77,3 +77,15 @@ def test_missing_source_and_never_download(tmp_path: Path) -> None:
         load_dataset(str(tmp_path / "nope.npz"), shape=(3, 8, 8), num_classes=10)
     with pytest.raises(DataError, match="root|not found"):
         load_dataset("torchvision:CIFAR10", shape=(3, 32, 32), num_classes=10, root=str(tmp_path))
+
+
+def test_digits_reader_matches_scikit_learn() -> None:
+    """The direct CSV reader (no sklearn import) returns exactly load_digits()'s images and labels."""
+    from sklearn.datasets import load_digits
+
+    from robaudit.digits import load_digits_arrays
+
+    bunch = load_digits()
+    images, labels = load_digits_arrays()
+    assert images.dtype == bunch.images.dtype and np.array_equal(images, bunch.images)
+    assert np.array_equal(labels, bunch.target)
