@@ -92,8 +92,17 @@ def eval_corruptions(d: dict[str, Any]) -> list[Row]:
 
 
 def eval_smoothing(d: dict[str, Any]) -> list[Row]:
+    models = d.get("models")
+    if models:  # one block of rows per model (--model-arch both)
+        return [Row(f"[{arch}] {r.quantity}", r.value, r.vs_reference, r.vs_floor, r.target, r.passed)
+                for arch, m in models.items() for r in _eval_smoothing_one({**m, "models": None})]
+    return _eval_smoothing_one(d)
+
+
+def _eval_smoothing_one(d: dict[str, Any]) -> list[Row]:
     vs_floor = _ratio(d["sampler_samples_per_s"], d["floor_samples_per_s"])
-    rows = [Row("CERTIFY sampling (noisy samples/s)", f"{d['sampler_samples_per_s']:,.0f}", None, vs_floor,
+    where = f" on {d['device']}" if d.get("device") else ""
+    rows = [Row(f"CERTIFY sampling{where} (noisy samples/s)", f"{d['sampler_samples_per_s']:,.0f}", None, vs_floor,
                 ">= 0.9x floor", _at_least(vs_floor, 0.9))]
     if "sequential" in d:
         s = d["sequential"]
@@ -142,6 +151,20 @@ def eval_scaling(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def eval_ranks(d: dict[str, Any]) -> list[Row]:
+    rows = [Row(f"single process, n={d['n']} ({d['cpus']} CPUs, {d['threads']} thread(s)/rank)",
+                f"wall {d['single_wall_s']:.1f} s, run phase {d.get('single_run_s', float('nan')):.1f} s")]
+    for r in d["rows"]:
+        if "run_s" not in r:  # an older bench_ranks.py: whole-command wall time only
+            rows.append(Row(f"torchrun N={r['ranks']} (wall s; results identical)", f"{r['wall_s']:.1f}; "
+                            f"{r['identical']}", r.get("speedup"), None, "identical results", bool(r["identical"])))
+            continue
+        rows.append(Row(f"torchrun N={r['ranks']} (run phase s / wall s; results identical)",
+                        f"{r['run_s']:.1f} / {r['wall_s']:.1f}; {r['identical']}", r["run_speedup"], None,
+                        "identical results to one process", bool(r["identical"])))
+    return rows
+
+
 def eval_causal(d: dict[str, Any]) -> list[Row]:
     return [Row(f"channel effects at {name}: batched vs one forward per channel (s; max abs diff)",
                 f"{v['batched_s']:.3f} vs {v['naive_s']:.3f}; {v['max_diff']:.1e}",
@@ -153,6 +176,7 @@ def eval_causal(d: dict[str, Any]) -> list[Row]:
 EVALUATORS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "pgd": eval_pgd, "corruptions": eval_corruptions, "smoothing": eval_smoothing,
     "patch_attack": eval_patch, "lirpa": eval_lirpa, "scaling": eval_scaling, "causal": eval_causal,
+    "ranks": eval_ranks,
 }
 
 

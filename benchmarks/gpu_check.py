@@ -127,6 +127,52 @@ params = {{ n0 = 100, n = 400000, batch_size = {batch} }}
     return results
 
 
+def render(out: Path) -> str:
+    """GPU_RESULTS.md text from a finished check's files (gpu_check.json and the step logs)."""
+    sys.path.insert(0, str(BENCH))
+    from _results import EVALUATORS, parse_result_json
+
+    report = json.loads((out / "gpu_check.json").read_text(encoding="utf-8"))
+    lines = [f"# GPU check: {report.get('gpu')} (torch {report.get('torch')}, {report.get('cpus')} CPUs)", "",
+             "Written by `benchmarks/gpu_check.py` on a lent GPU machine; CI never runs it.", ""]
+    demo = report.get("demo_cuda", {})
+    if "stages" in demo:
+        bad = demo.get("not_ok") or []
+        lines += [f"## `robaudit demo --device cuda`: exit {demo['exit_code']}, {demo['wall_s']:.0f} s, "
+                  f"verdict {demo.get('verdict')}, stages not OK: {', '.join(bad) or 'none'}", "",
+                  "| model/variant/stage | status | max abs metric diff vs CPU | worst metric | s |", "|---|---|---|---|---|"]
+        for key, v in demo["stages"].items():
+            if isinstance(v, dict):
+                diff = "-" if v["max_abs_diff"] is None else f"{v['max_abs_diff']:.3g}"
+                lines.append(f"| {key} | {v['status']} | {diff} | {v['worst_metric'] or '-'} | {v['duration_s']} |")
+        lines.append("")
+    else:
+        lines += [f"## `robaudit demo --device cuda`: {json.dumps(demo)[:400]}", ""]
+    oom = report.get("oom_backoff", {})
+    if "oversized" in oom:
+        lines += [f"## Out-of-memory back-off (memory fraction {oom['memory_fraction']})", "",
+                  "| run | status | OOM retries | certified acc. r=0.25 | ACR | peak GiB | s |", "|---|---|---|---|---|---|---|"]
+        for k in ("oversized", "fits"):
+            v = oom[k]
+            m = v.get("metrics", {})
+            lines.append(f"| {k} | {v['status']} | {v['oom_retries']:.0f} | {m.get('certified_accuracy.r0_25')} | "
+                         f"{m.get('acr', float('nan')):.4f} | {v['peak_mem_gib']:.2f} | {v['wall_s']:.1f} |")
+        lines.append("")
+    for name, log in (("smoothing", "smoothing.log"), ("ranks", "ranks_cpu.log"), ("ranks", "ranks_cuda.log")):
+        path = out / log
+        data = parse_result_json(path.read_text(encoding="utf-8")) if path.exists() else None
+        if data is None:
+            continue
+        lines += [f"## {log.removesuffix('.log')}", "", "| quantity | value | ratio | target | |", "|---|---|---|---|---|"]
+        for r in EVALUATORS[name](data):
+            ratio = r.vs_reference if r.vs_reference is not None else r.vs_floor
+            verdict = "" if r.passed is None else ("PASS" if r.passed else "MISS")
+            lines.append(f"| {r.quantity} | {r.value} | {'-' if ratio is None else f'{ratio:.2f}x'} | {r.target} | "
+                         f"{verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -136,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoothing-images", type=int, default=100)
     ap.add_argument("--smoothing-budget-s", type=float, default=180)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--render-only", action="store_true", help="only (re)write GPU_RESULTS.md from --out's files")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.render_only:
+        print(render(out))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     log = out / "gpu_check.log"
     budget = Budget(args.budget_s)
@@ -177,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         report[name]["step_s"] = round(time.perf_counter() - t0, 1)
         print(f"{name}: {json.dumps(report[name], default=str)[:1500]}", flush=True)
         save()
+    (out / "GPU_RESULTS.md").write_text(render(out), encoding="utf-8")
     return 0
 
 

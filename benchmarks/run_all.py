@@ -52,6 +52,7 @@ SPECS: dict[str, tuple[str, list[str], list[str], int, int]] = {
     "lirpa": ("bench_lirpa.py", ["--nets", "cnn_relu"], [], 900, 3600),
     "scaling": ("bench_scaling.py", ["--ns", "100", "200", "400", "800"],
                 ["--ns", "100", "200", "400", "800", "1400", "--repeats", "3"], 1200, 3600),
+    "ranks": ("bench_ranks.py", ["--ranks", "1", "2", "--n", "400"], ["--ranks", "1", "2", "--n", "1400"], 900, 3600),
 }
 
 
