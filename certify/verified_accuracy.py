@@ -118,12 +118,13 @@ class VerifiedAccuracy(Stage):
             except AutoLirpaUnavailableError as err:
                 raise Skip(str(err)) from err
             try:  # converts (and caches) the network once
-                compute_bounds(model.torch_module(), data.x[:1].float(), 0.0, method="ibp", backend="auto_lirpa")
+                compute_bounds(model.torch_module(), data.x[:1].float().to(model.device), 0.0, method="ibp",
+                               backend="auto_lirpa")
             except UnsupportedOperatorError as err:
                 raise Skip(f"auto_LiRPA cannot bound this model: {err}") from err
             return
         try:
-            trace(model.torch_module(), data.x[:1].float())
+            trace(model.torch_module(), data.x[:1].float().to(model.device))
         except UnsupportedOperatorError as err:
             raise Skip(f"LiRPA cannot bound this model: {err}") from err
 
@@ -143,7 +144,7 @@ class VerifiedAccuracy(Stage):
         with torch.no_grad():
             logits = module(x)
         k = logits.shape[1]
-        correct = (logits.argmax(1) == y).numpy()
+        correct = (logits.argmax(1) == y).cpu().numpy()
         C = _margin_spec(y, k)
         arrays: dict[str, np.ndarray] = {"clean_correct": correct, "pgd_robust": np.zeros((n, n_eps), bool)}
         options = {"iterations": p.alpha_iterations, "lr": p.alpha_lr}
@@ -167,8 +168,8 @@ class VerifiedAccuracy(Stage):
                 lb, ub = compute_bounds(module, x, eps, norm=norm, method=used, C=C, x_min=x_min, x_max=x_max,
                                         options=options, graph=graph, backend=p.backend)
                 arrays[f"seconds.{key}"][:, j] = (time.perf_counter() - start) / n
-                arrays[f"verified.{key}"][:, j] = correct & (lb[:, : k - 1] > 0).all(1).numpy()
-                arrays[f"gap.{key}"][:, j] = (ub[:, k - 1] - lb[:, k - 1]).numpy()
+                arrays[f"verified.{key}"][:, j] = correct & (lb[:, : k - 1] > 0).all(1).cpu().numpy()
+                arrays[f"gap.{key}"][:, j] = (ub[:, k - 1] - lb[:, k - 1]).cpu().numpy()
                 arrays[f"fallback.{key}"][:, j] = list(Method).index(used) if used is not m else -1
         return UnitOutput(arrays=arrays, counters=counters)
 
@@ -256,7 +257,7 @@ class VerifiedAccuracy(Stage):
 
 def _margin_spec(y: torch.Tensor, k: int) -> torch.Tensor:
     """(B, K, K): rows ``e_y - e_j`` for ``j != y`` (increasing j), then ``e_y`` (for bound_gap)."""
-    eye = torch.eye(k)
+    eye = torch.eye(k, device=y.device)
     rows = []
     for label in y.tolist():
         others = [j for j in range(k) if j != label]
@@ -267,12 +268,13 @@ def _margin_spec(y: torch.Tensor, k: int) -> torch.Tensor:
 def _pgd_falsified(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: float,
                    steps: int, restarts: int, generator: torch.Generator) -> np.ndarray:
     """True where PGD (margin loss, random start) finds a misclassified point in the eps-set."""
-    broken = torch.zeros(len(x), dtype=torch.bool)
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     if eps == 0:
-        return broken.numpy()
+        return broken.cpu().numpy()
     step = 2.5 * eps / steps
     for _ in range(restarts):
-        delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+        # drawn on the generator's device (CPU: the same draws on every device), then moved
+        delta = ((torch.rand(x.shape, generator=generator, device=generator.device) * 2 - 1) * eps).to(x.device)
         if norm != float("inf"):
             delta = delta * (eps / delta.flatten(1).norm(dim=1).clamp(min=1e-12)).view(-1, *[1] * (x.dim() - 1))
         for _ in range(steps + 1):
@@ -291,4 +293,4 @@ def _pgd_falsified(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ep
                     scale = (eps / delta.flatten(1).norm(dim=1).clamp(min=1e-12)).clamp(max=1.0)
                     delta = delta * scale.view(-1, *[1] * (x.dim() - 1))
                 delta = (x + delta).clamp(0, 1) - x
-    return broken.numpy()
+    return broken.cpu().numpy()

@@ -39,8 +39,12 @@ _NAMES: dict[Any, str] = {
 
 
 def convert_call(root: nn.Module, fx_node: torch.fx.Node, env: dict[str, Any], nodes: list[Any],
-                 dtype: torch.dtype) -> Any:
-    """Evaluate ``fx_node`` and, if it depends on the input, append its graph node."""
+                 dtype: torch.dtype, device: torch.device | str = "cpu") -> Any:
+    """Evaluate ``fx_node`` and, if it depends on the input, append its graph node.
+
+    The op's constants are built in ``dtype`` on ``device`` (where the bounds are computed),
+    whatever device the module itself lives on.
+    """
     from .graph import Node
 
     args: Any = torch.fx.node.map_arg(fx_node.args, lambda n: env[n.name])
@@ -82,10 +86,11 @@ def convert_call(root: nn.Module, fx_node: torch.fx.Node, env: dict[str, Any], n
         raise unsupported("changes shape or dtype")
     in_shapes = [tuple(a[2].shape[1:]) for a in node_args]
     out_shape = tuple(value.shape[1:])
-    op = _make_op(key, target, args, vals, kvals, in_shapes, out_shape, dtype, unsupported)
+    op = _make_op(key, target, args, vals, kvals, in_shapes, out_shape, dtype, device, unsupported)
     inputs = tuple(a[1] for a in node_args)
-    check = op.forward(*(a[2].to(dtype) for a in node_args))
-    if check.shape != value.shape or not torch.allclose(check, value.to(dtype), rtol=1e-4, atol=1e-5):
+    check = op.forward(*(a[2].to(device=device, dtype=dtype) for a in node_args))
+    if check.shape != value.shape or not torch.allclose(check, value.to(device=device, dtype=dtype),
+                                                        rtol=1e-4, atol=1e-5):
         raise unsupported("its converted form does not reproduce the module's output")
     node = Node(len(nodes), fx_node.name, op, inputs, out_shape)
     nodes.append(node)
@@ -109,9 +114,9 @@ def _values(obj: Any, refs: list[int]) -> Any:
     return obj
 
 
-def _const(v: Any, out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: Callable[..., Exception]
-           ) -> torch.Tensor:
-    t = torch.as_tensor(v, dtype=dtype).detach()
+def _const(v: Any, out_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str,
+           unsupported: Callable[..., Exception]) -> torch.Tensor:
+    t = torch.as_tensor(v, dtype=dtype, device=device).detach()
     if t.dim() == len(out_shape) + 1:
         if t.shape[0] != 1:
             raise unsupported("a constant operand varies along the batch axis")
@@ -122,9 +127,10 @@ def _const(v: Any, out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: 
 
 
 def _make_op(key: Any, target: Any, args: Any, vals: Any, kvals: dict[str, Any], in_shapes: list[tuple[int, ...]],
-             out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: Callable[..., Exception]) -> Op:
+             out_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str,
+             unsupported: Callable[..., Exception]) -> Op:
     def p(t: Any) -> Any:
-        return None if t is None else t.detach().to(dtype)
+        return None if t is None else t.detach().to(device=device, dtype=dtype)
 
     one = [in_shapes[0]]
     if key in (nn.ReLU, "relu", "relu_"):
@@ -157,28 +163,30 @@ def _make_op(key: Any, target: Any, args: Any, vals: Any, kvals: dict[str, Any],
         weight = target.weight if target.affine else torch.ones_like(scale)
         bias = target.bias if target.affine else torch.zeros_like(scale)
         view = (-1,) + (1,) * (len(out_shape) - 1)
-        s = (weight * scale).to(dtype).view(view)
-        t = (bias - target.running_mean * weight * scale).to(dtype).view(view)
+        s = (weight * scale).to(device=device, dtype=dtype).view(view)
+        t = (bias - target.running_mean * weight * scale).to(device=device, dtype=dtype).view(view)
         return ElementwiseAffineOp(s.detach(), t.detach(), one, out_shape, "BatchNorm")
     if key is Normalize:
-        mean, std = target.mean.to(dtype)[0], target.std.to(dtype)[0]
+        mean, std = p(target.mean)[0], p(target.std)[0]
         return ElementwiseAffineOp(1.0 / std, -mean / std, one, out_shape, "Normalize")
     if key in (nn.AvgPool2d, "avg_pool2d", nn.AdaptiveAvgPool2d, "adaptive_avg_pool2d"):
         from .ops.pooling import avgpool_op
 
-        return avgpool_op(key, target, vals, kvals, in_shapes[0], out_shape, dtype, unsupported)
+        return avgpool_op(key, target, vals, kvals, in_shapes[0], out_shape, dtype, unsupported, device)
     if key in ("add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "neg", "truediv"):
-        return _arith(str(key).rstrip("_"), args, vals, kvals, in_shapes, out_shape, dtype, unsupported)
+        return _arith(str(key).rstrip("_"), args, vals, kvals, in_shapes, out_shape, dtype, device, unsupported)
     raise unsupported()
 
 
 def _arith(name: str, args: Any, vals: Any, kvals: dict[str, Any], in_shapes: list[tuple[int, ...]],
-           out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: Callable[..., Exception]) -> Op:
+           out_shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str,
+           unsupported: Callable[..., Exception]) -> Op:
     if kvals.get("alpha", 1) != 1 or kvals.get("rounding_mode") is not None:
         raise unsupported("alpha / rounding_mode arguments")
     if name == "neg":
-        one = torch.full(out_shape, -1.0, dtype=dtype)
-        return ElementwiseAffineOp(one, torch.zeros(out_shape, dtype=dtype), in_shapes, out_shape, "Neg")
+        one = torch.full(out_shape, -1.0, dtype=dtype, device=device)
+        return ElementwiseAffineOp(one, torch.zeros(out_shape, dtype=dtype, device=device), in_shapes, out_shape,
+                                   "Neg")
     a_node, b_node = _is_node(args[0]), len(args) > 1 and _is_node(args[1])
     if a_node and b_node:
         if name not in ("add", "sub") or in_shapes[0] != out_shape or in_shapes[1] != out_shape:
@@ -186,8 +194,9 @@ def _arith(name: str, args: Any, vals: Any, kvals: dict[str, Any], in_shapes: li
         return AddOp(in_shapes, out_shape, 1.0 if name == "add" else -1.0)
     if tuple(in_shapes[0]) != out_shape:
         raise unsupported("a constant operand broadcasts the tensor to a larger shape")
-    c = _const(vals[1] if a_node else vals[0], out_shape, dtype, unsupported)
-    ones, zeros = torch.ones(out_shape, dtype=dtype), torch.zeros(out_shape, dtype=dtype)
+    c = _const(vals[1] if a_node else vals[0], out_shape, dtype, device, unsupported)
+    ones = torch.ones(out_shape, dtype=dtype, device=device)
+    zeros = torch.zeros(out_shape, dtype=dtype, device=device)
     if name == "add":
         scale, shift = ones, c
     elif name == "sub":

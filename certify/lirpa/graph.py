@@ -103,7 +103,8 @@ class _Tracer(torch.fx.Tracer):
 
 
 def trace(module: nn.Module, x: torch.Tensor) -> Graph:
-    """The op graph of ``module`` evaluated at the batch ``x`` (parameters cast to ``x.dtype``).
+    """The op graph of ``module`` evaluated at the batch ``x`` (parameters cast to ``x.dtype``
+    and moved to ``x.device``; the module itself is run on its own device).
 
     Raises:
         UnsupportedOperatorError: an operator has no relaxation here, or tracing failed.
@@ -121,9 +122,11 @@ def trace(module: nn.Module, x: torch.Tensor) -> Graph:
             "LiRPA needs a network without data-dependent Python control flow"
         ) from err
     root = torch.fx.GraphModule(module, fx_graph)
-    # The concrete walk runs in the module's own dtype; ops are built in x.dtype.
+    # The concrete walk runs in the module's own dtype and on its device; ops are built in
+    # x.dtype on x.device (where the bounds are computed).
     floats = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-    x_call = x.detach().to(floats[0].dtype if floats else x.dtype)
+    x_call = x.detach().to(device=floats[0].device if floats else x.device,
+                           dtype=floats[0].dtype if floats else x.dtype)
     nodes: list[Node] = []
     env: dict[str, Any] = {}  # fx name -> ("node", index, value) or ("const", value)
     output: int | None = None
@@ -147,7 +150,7 @@ def trace(module: nn.Module, x: torch.Tensor) -> Graph:
                     )
                 output = result[1]
             else:
-                env[fx_node.name] = convert_call(root, fx_node, env, nodes, x.dtype)
+                env[fx_node.name] = convert_call(root, fx_node, env, nodes, x.dtype, x.device)
     assert output is not None
     out_shape = nodes[output].shape
     if len(out_shape) != 1:

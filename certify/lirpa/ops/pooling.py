@@ -21,7 +21,8 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def avgpool_op(key: Any, target: Any, vals: Any, kvals: dict[str, Any], in_shape: tuple[int, ...],
-               out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: Callable[..., Exception]) -> Conv2dOp:
+               out_shape: tuple[int, ...], dtype: torch.dtype, unsupported: Callable[..., Exception],
+               device: torch.device | str = "cpu") -> Conv2dOp:
     if len(in_shape) != 3:
         raise unsupported("pooling needs a (C, H, W) input")
     c, h, w = in_shape
@@ -53,6 +54,6 @@ def avgpool_op(key: Any, target: Any, vals: Any, kvals: dict[str, Any], in_shape
         floor_shape = tuple((s + 2 * p - k) // st + 1 for s, p, k, st in zip((h, w), padding, kernel, stride))
         if floor_shape != tuple(out_shape[1:]):
             raise unsupported("ceil_mode creates partial windows")
-    weight = torch.full((c, 1, *kernel), 1.0 / (kernel[0] * kernel[1]), dtype=dtype)
+    weight = torch.full((c, 1, *kernel), 1.0 / (kernel[0] * kernel[1]), dtype=dtype, device=device)
     return Conv2dOp(weight, None, stride=stride, padding=padding, dilation=(1, 1), groups=c,
                     in_shapes=[in_shape], out_shape=out_shape, label="AvgPool2d")
