@@ -68,7 +68,7 @@ def integrated_gradients(module: nn.Module, x: torch.Tensor, target: torch.Tenso
     """|sum over colour channels| of Integrated Gradients from a black image: (N, H, W)."""
     from captum.attr import IntegratedGradients
 
-    attr = IntegratedGradients(module).attribute(x, baselines=torch.zeros_like(x), target=target.long(),
+    attr = IntegratedGradients(module).attribute(x, baselines=torch.zeros_like(x), target=target.to(x.device).long(),
                                                  n_steps=steps, internal_batch_size=internal_batch_size)
     return attr.detach().sum(1).abs()
 
@@ -77,4 +77,5 @@ def saliency(module: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.
     """Vanilla gradient saliency: max over colour channels of |d logit_target / d x|: (N, H, W)."""
     from captum.attr import Saliency
 
-    return Saliency(module).attribute(x.detach().clone().requires_grad_(True), target=target.long(), abs=True).detach().amax(1)
+    return Saliency(module).attribute(x.detach().clone().requires_grad_(True), target=target.to(x.device).long(),
+                                      abs=True).detach().amax(1)

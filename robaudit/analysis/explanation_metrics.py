@@ -47,9 +47,9 @@ def top_mask(m: torch.Tensor, frac: float) -> torch.Tensor:
 
 
 def topk_iou(a: torch.Tensor, b: torch.Tensor, frac: float = 0.1) -> torch.Tensor:
-    """Per-image IoU of the top-``frac`` pixels of two maps (NaN where a map is constant: no top set)."""
+    """Per-image IoU (a CPU tensor) of the top-``frac`` pixels of two maps (NaN where a map is constant)."""
     ma, mb = top_mask(a, frac), top_mask(b, frac)
-    iou = (ma & mb).sum(1).double() / (ma | mb).sum(1).double()
+    iou = ((ma & mb).sum(1).double() / (ma | mb).sum(1).double()).cpu()
     fa, fb = a.detach().flatten(1), b.detach().flatten(1)
     const = (fa.amax(1) == fa.amin(1)) | (fb.amax(1) == fb.amin(1))
     return iou.masked_fill(const.cpu(), float("nan"))
@@ -112,7 +112,7 @@ def deletion_insertion_auc(logits_fn: Callable[[torch.Tensor], torch.Tensor], x:
     dels, inss = [], []
     for i in range(len(x)):
         rank = torch.empty(nb, dtype=torch.long)
-        rank[order[i]] = torch.arange(nb)
+        rank[order[i].cpu()] = torch.arange(nb)
         grid = rank.view(1, 1, gh, gw).float()
         pix = F.interpolate(grid, scale_factor=block, mode="nearest")[0, 0, :h, :w].to(x.device)
         removed = (pix.unsqueeze(0).unsqueeze(0) < counts.view(-1, 1, 1, 1)).to(x.dtype)  # (S+1, 1, H, W)

@@ -41,7 +41,8 @@ def check_siblings(siblings: Sequence[Mapping[str, Any]]) -> None:
 
 
 def load_siblings(model: ModelAdapter, siblings: Sequence[Mapping[str, Any]]) -> list[tuple[str, LogitsFn]]:
-    """Load each sibling with :func:`robaudit.loaders.load_model` and the audited model's spec."""
+    """Load each sibling with :func:`robaudit.loaders.load_model` and the audited model's spec,
+    on the audited model's device (``model.device``)."""
     from robaudit.loaders import load_model
 
     spec = model.spec
@@ -50,6 +51,7 @@ def load_siblings(model: ModelAdapter, siblings: Sequence[Mapping[str, Any]]) ->
         kwargs = {k: s[k] for k in ("factory", "factory_kwargs", "kind", "arch") if k in s}
         sib = load_model(s["source"], name=s.get("name"), shape=list(spec.shape), num_classes=spec.num_classes,
                          mean=tuple(spec.mean), std=tuple(spec.std), **kwargs)
+        sib = sib.to(model.device)
         out.append((str(s.get("name") or f"sibling{i}:{s['source']}"), sib.logits))
     return out
 

@@ -150,7 +150,7 @@ class CounterfactualStability(Stage):
         x_rob = cf.x.clone()
         steps = np.zeros(len(x))
         if p.trex and cf.valid.any():
-            v = cf.valid.nonzero().flatten()
+            v = cf.valid.nonzero().flatten().cpu()  # indexes CPU (target, steps) and device tensors
             res = trex_search(logits_fn, cf.x[v], target[v], generator=generator, tau=p.tau, sigma=p.sigma, k=p.k,
                               step_size=p.trex_step_size, radius=p.trex_radius, max_steps=p.trex_steps,
                               form=p.form, batch_size=p.batch_size)
@@ -160,7 +160,7 @@ class CounterfactualStability(Stage):
         s_rob, se_rob = stab(x_rob, prob)
         with torch.no_grad():
             rob_valid = (torch.cat([logits_fn(x_rob[i : i + p.batch_size]).argmax(1)
-                                    for i in range(0, len(x), p.batch_size)]).cpu() == target) & cf.valid
+                                    for i in range(0, len(x), p.batch_size)]).cpu() == target) & cf.valid.cpu()
         if p.siblings:
             models = load_siblings(model, p.siblings)
         else:
