@@ -25,19 +25,18 @@ import torch
 
 import robaudit
 from robaudit.config import AuditConfig
-from robaudit.data import Dataset
 from robaudit.device import describe, resolve_device
-from robaudit.errors import CapabilityError, ConfigError, ParameterError, RobauditError
+from robaudit.errors import CapabilityError, RobauditError
 from robaudit.gates import evaluate_gates, verdict_of
-from robaudit.model import ModelAdapter
 from robaudit.model_setup import load_audit_models
 from robaudit.results import SCHEMA_VERSION, AuditResult, ModelRecord, StageResult, StageStatus
 from robaudit.run_store import RunStore
 from robaudit.seeding import derive_seed
-from robaudit.sharding import RankContext, UnitTask, compute_shard, open_main_store
+from robaudit.sharding import RankContext, compute_shard, open_main_store
 from robaudit.stage import Skip
-from robaudit.stage_factory import ConfiguredStage, create_stages
+from robaudit.stage_factory import create_stages
 from robaudit.unit_exec import OOM_COUNTER, UnitExecutor
+from robaudit.work_plan import StageJob, plan_jobs, precheck, unit_tasks
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +69,6 @@ class AuditOptions:
     ranks: RankContext = field(default_factory=RankContext)  # torchrun position (sharding)
 
 
-@dataclass
-class StageJob:
-    """One stage on one model variant, with its work units ``(unit key, sample ids)``."""
-
-    cs: ConfiguredStage
-    model: str
-    variant: str
-    adapter: ModelAdapter | CapabilityError
-    data: Dataset
-    skip: str | None
-    units: list[tuple[str, tuple[str, ...]]]
-
-
 def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = None) -> AuditResult | None:
     """Run every configured stage on every model variant and evaluate the gates.
 
@@ -99,7 +85,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
     stages = create_stages(cfg)
     device = resolve_device(options.device, ranks.local_rank)
     audit_models = load_audit_models(cfg, device)
-    jobs = _plan(stages, audit_models, _precheck(stages, audit_models), cfg.unit_size)
+    jobs = plan_jobs(stages, audit_models, precheck(stages, audit_models), cfg.unit_size)
     fingerprint = _store_fingerprint(cfg, audit_models, device)
     executor = UnitExecutor(device, cfg.seed)
     t_run = time.perf_counter()
@@ -107,7 +93,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
              if ranks.is_main else None)
     try:
         if ranks.sharded:
-            compute_shard(_tasks(jobs, executor), ranks, out_dir, fingerprint, resume=options.resume,
+            compute_shard(unit_tasks(jobs, executor), ranks, out_dir, fingerprint, resume=options.resume,
                           main_store=store, fail_fast=options.fail_fast,
                           on_start=lambda n: options.progress.stage(f"rank {ranks.rank}: work units", n),
                           on_unit=lambda key: _unit_done(options, key))
@@ -143,81 +129,6 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
                  "setup_s": round(t_run - t_start, 3),  # models, data, checks (every rank pays it)
                  "run_s": round(t_done - t_run, 3)},  # work units (sharded) and summaries
     )
-
-
-def _precheck(stages: list[ConfiguredStage], models: list[Any]) -> dict[tuple[str, str, str], str]:
-    """Skip reasons per (model, variant, stage id), decided before any work starts.
-
-    Raises ConfigError (exit 2) for parameters that cannot fit a model (e.g. a patch size that
-    does not divide the image), so a bad config never fails half-way through an audit.
-    """
-    skips: dict[tuple[str, str, str], str] = {}
-    for am in models:
-        for variant_name, variant in am.variants.items():
-            for i, cs in enumerate(stages):
-                if not _applies(cs, am.name, variant_name) or isinstance(variant, CapabilityError):
-                    continue
-                key = (am.name, variant_name, cs.config.id)
-                missing = sorted(c.value for c in type(cs.stage).requires if not variant.has(c))
-                if missing:
-                    reason = variant.provenance.get("twin_reason") if "gradients" in missing else None
-                    skips[key] = (f"requires {', '.join(missing)}, which model {am.name!r} lacks"
-                                  + (f" ({reason})" if reason else ""))
-                    continue
-                try:
-                    cs.stage.check(variant, am.data if cs.config.n is None else am.data.head(cs.config.n))
-                except Skip as skip:
-                    skips[key] = str(skip)
-                except ParameterError as err:
-                    raise ConfigError(f"{err} (model {am.name!r})", f"stages[{i}].params") from err
-    return skips
-
-
-def _applies(cs: ConfiguredStage, model: str, variant: str) -> bool:
-    c = cs.config
-    return (c.models is None or model in c.models) and (c.variants is None or variant in c.variants)
-
-
-def _plan(stages: list[ConfiguredStage], models: list[Any], skips: dict[tuple[str, str, str], str],
-          unit_size: int | None) -> list[StageJob]:
-    """Every (model, variant, stage) in report order, with its work units (none if it will not run).
-
-    Units are fixed chunks of the ordered sample ids, keyed by a hash of their ids: the same
-    on every rank and every run, whatever the sharding.
-    """
-    jobs = []
-    for am in models:
-        for variant_name, variant in am.variants.items():
-            for cs in stages:
-                if not _applies(cs, am.name, variant_name):
-                    continue
-                data = am.data if cs.config.n is None else am.data.head(cs.config.n)
-                skip = skips.get((am.name, variant_name, cs.config.id))
-                size = type(cs.stage).unit_size
-                if size is not None and unit_size is not None:
-                    size = unit_size
-                chunks = [data.ids] if size is None else [data.ids[i : i + size] for i in range(0, len(data), size)]
-                runs = skip is None and not isinstance(variant, CapabilityError)
-                units = [(_unit_key(ids), tuple(ids)) for ids in chunks] if runs else []
-                jobs.append(StageJob(cs, am.name, variant_name, variant, data, skip, units))
-    return jobs
-
-
-def _unit_key(ids: tuple[str, ...]) -> str:
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:20]
-
-
-def _tasks(jobs: list[StageJob], executor: UnitExecutor) -> list[UnitTask]:
-    tasks = []
-    for job in jobs:
-        sid = job.cs.config.id
-        for key, ids in job.units:
-            def compute(job: StageJob = job, key: str = key, ids: tuple[str, ...] = ids) -> Any:
-                assert not isinstance(job.adapter, CapabilityError)
-                return executor.run(job.cs.config.id, job.cs.stage, job.adapter, job.data.select(ids), key)
-
-            tasks.append(UnitTask((job.model, job.variant, sid, key), (job.model, job.variant, sid), compute))
-    return tasks
 
 
 def _unit_done(options: AuditOptions, key: str) -> None:
