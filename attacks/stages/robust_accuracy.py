@@ -166,7 +166,9 @@ class RobustAccuracy(Stage):
                 adv_img[new] = xa[first]
                 adv_norm[new] = per_sample_norm(adv_img[new] - x[new], Norm(p.norm))
                 robust &= ~(correct & ~still & pool)
-            arrays[f"robust.{name}"] = (robust if p.mode == Mode.CASCADE.value else still & correct).cpu().numpy()
+            # a snapshot: on the CPU .cpu().numpy() shares memory with ``robust``, which later attacks update
+            snap = robust.clone() if p.mode == Mode.CASCADE.value else still & correct
+            arrays[f"robust.{name}"] = snap.cpu().numpy()
         arrays.update({"clean_correct": correct.cpu().numpy(), "robust": robust.cpu().numpy(),
                        "broken_by": broken_by.cpu().numpy(), "adv_norm": adv_norm.cpu().numpy(),
                        "square_queries": square_q.cpu().numpy(), "adv_thumb": _thumb(adv_img)})
