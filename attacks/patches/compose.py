@@ -45,7 +45,8 @@ def render_patch(image: torch.Tensor, patch: torch.Tensor, h: torch.Tensor, *,
     p = patch.expand(bsz, *patch.shape[1:]) if patch.shape[0] == 1 else patch
     if a is not None or b is not None:
         p = relight(p, 1.0 if a is None else a, 0.0 if b is None else b)
-    m = torch.ones_like(p[:, :1]) if patch_mask is None else patch_mask.to(p.dtype).expand(bsz, 1, *p.shape[2:])
+    m = (torch.ones_like(p[:, :1]) if patch_mask is None
+         else patch_mask.to(p.device, p.dtype).expand(bsz, 1, *p.shape[2:]))
     rgba = torch.cat([p * m, m], dim=1)
     w = warp(rgba, h, tuple(image.shape[-2:]), interpolation)
     alpha = w[:, -1:].clamp(0.0, 1.0)

@@ -83,15 +83,16 @@ class EOTPatch:
         n, c = x.shape[:2]
         s = self.scene.spec.patch_side
         k = 1 if self.universal else n
-        z = (torch.rand(k, c, s, s, generator=generator, dtype=x.dtype) * 2.0 - 1.0).to(x.device)
+        z = (torch.rand(k, c, s, s, generator=generator, dtype=x.dtype, device=generator.device) * 2.0
+             - 1.0).to(x.device)
         z.requires_grad_(True)
         opt = torch.optim.Adam([z], lr=self.lr)
         fixed = draw if draw is not None else self.scene.draw(n, generator)
-        history = torch.empty(self.steps, dtype=torch.float64)
+        history = torch.empty(self.steps, dtype=torch.float64, device=x.device)  # no host sync per step
         fwd = 0
         for t in range(self.steps):
             if self.universal and n > self.batch_size:
-                idx = torch.randperm(n, generator=generator)[: self.batch_size]
+                idx = torch.randperm(n, generator=generator, device=generator.device)[: self.batch_size]
             else:
                 idx = torch.arange(n)
             e = self.eot_samples
@@ -111,11 +112,11 @@ class EOTPatch:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            history[t] = float(loss.detach())
+            history[t] = loss.detach()
             fwd += len(xb)
         with torch.no_grad():
             final = ((torch.tanh(z) + 1.0) / 2.0).detach()
-        return EOTPatchResult(patch=final, loss_history=history, forward_samples=fwd, backward_samples=fwd)
+        return EOTPatchResult(patch=final, loss_history=history.cpu(), forward_samples=fwd, backward_samples=fwd)
 
 
 def _select(draw: SceneDraw, idx: torch.Tensor) -> SceneDraw:

@@ -61,7 +61,7 @@ def percentile_coefficients(image: torch.Tensor, mask: torch.Tensor, percentile:
         raise ValueError(f"percentile must be in [0, 1], got {percentile}")
     p = min(percentile, 1.0 - percentile)
     flat = _object_values(image, mask)
-    q = torch.nanquantile(flat, torch.tensor([p, 1.0 - p], dtype=torch.float64), dim=1)  # (2, B)
+    q = torch.nanquantile(flat, torch.tensor([p, 1.0 - p], dtype=torch.float64, device=flat.device), dim=1)  # (2, B)
     a, b = (q[1] - q[0]), q[0]
     shape = (len(image), 1, 1, 1)
     return a.reshape(shape).to(image.dtype), b.reshape(shape).to(image.dtype)
@@ -87,15 +87,17 @@ def polynomial_coefficients(image: torch.Tensor, synthetic: torch.Tensor, mask: 
             m = inside[i, ch]
             if not bool(m.any()):
                 raise ValueError("an object mask selects no pixels; the object must cover at least one pixel")
-            x = synthetic[i, ch][m].detach().to(torch.float64)
-            y = image[i, ch][m].detach().to(torch.float64)
+            # fitted on the CPU: lstsq's gelsd driver does not exist on CUDA
+            x = synthetic[i, ch][m].detach().to("cpu", torch.float64)
+            y = image[i, ch][m].detach().to("cpu", torch.float64)
             coef = _linfit(x, y)
             if drop > 0 and len(x) > 2:
                 res = (y - (coef[0] * x + coef[1])).abs()
                 keep = res.argsort()[: max(2, int(round(len(x) * (1.0 - drop))))]
                 coef = _linfit(x[keep], y[keep])
             a[i, ch], b[i, ch] = coef[0], coef[1]
-    return a.reshape(bsz, c, 1, 1).to(image.dtype), b.reshape(bsz, c, 1, 1).to(image.dtype)
+    return (a.reshape(bsz, c, 1, 1).to(image.device, image.dtype),
+            b.reshape(bsz, c, 1, 1).to(image.device, image.dtype))
 
 
 def _linfit(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ def random_positions(n: int, k: int, grid: tuple[int, int], generator: torch.Gen
     cells = grid[0] * grid[1]
     if not 0 <= k <= cells:
         raise ParameterError(f"cannot place {k} patches on a {grid[0]}x{grid[1]} grid; use k <= {cells}")
-    scores = torch.rand((n, cells), generator=generator)
+    scores = torch.rand((n, cells), generator=generator, device=generator.device)
     return scores.argsort(dim=1)[:, :k]
 
 

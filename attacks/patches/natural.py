@@ -48,7 +48,9 @@ def corrupt_image(x: torch.Tensor, name: str, severity: int, generator: torch.Ge
     if not 1 <= int(severity) <= 5:
         raise ParameterError(f"severity must be in 1..5, got {severity}")
     x8 = torch.round(x.clamp(0, 1) * 255) / 255
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype) * _GAUSSIAN_STD[int(severity) - 1]
+    # drawn on the generator's (CPU) device so the noise is identical on every device, then moved
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
+    noise = noise * _GAUSSIAN_STD[int(severity) - 1]
     return torch.round((x8 + noise.to(x.device)).clamp(0, 1) * 255) / 255
 
 

@@ -106,7 +106,8 @@ class PatchAttack:
         if positions.numel() and (positions.min() < 0 or positions.max() >= grid[0] * grid[1]):
             raise ParameterError(f"patch positions must lie in [0, {grid[0] * grid[1]})")
         device = x.device
-        delta = torch.rand((m, c, s, s), generator=generator).to(device)
+        y0 = y0.to(device)  # indexed below with device indices; a CPU y0 would fail there on CUDA
+        delta = torch.rand((m, c, s, s), generator=generator, device=generator.device).to(device)
         steps = torch.full((m,), -1, dtype=torch.long)
         found = torch.zeros(m, dtype=torch.bool)
         fwd = bwd = 0
@@ -129,7 +130,7 @@ class PatchAttack:
                         keep = (~fooled).to(device)
                         loss = F.cross_entropy(logits[keep], ref[keep], reduction="sum")
                         (grad,) = torch.autograd.grad(loss, d)
-                        bwd += int(keep.sum())
+                        bwd += int((~fooled).sum())  # host copy: no extra device sync
                         upd = (d.detach() + self.alpha * grad.sign()).clamp_(0.0, 1.0)
                         idx = chunk[~fooled].to(device)
                         delta[idx] = upd[keep]

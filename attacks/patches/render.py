@@ -97,7 +97,7 @@ def translate_scale_matrix(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor
         raise ValueError("degenerate source box for translate_scale: src points must span both axes")
     scale = (t_hi - t_lo) / (s_hi - s_lo)
     shift = t_lo - scale * s_lo
-    out = torch.zeros(*scale.shape[:-1], 3, 3, dtype=torch.float64)
+    out = torch.zeros(*scale.shape[:-1], 3, 3, dtype=torch.float64, device=scale.device)
     out[..., 0, 0], out[..., 1, 1], out[..., 2, 2] = scale[..., 0], scale[..., 1], 1.0
     out[..., 0, 2], out[..., 1, 2] = shift[..., 0], shift[..., 1]
     return out
@@ -117,7 +117,7 @@ def translation(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
     """(n, 3, 3) float64 translations by (dx, dy)."""
     dx = torch.as_tensor(dx, dtype=torch.float64).reshape(-1)
     dy = torch.as_tensor(dy, dtype=torch.float64).reshape(-1)
-    out = torch.eye(3, dtype=torch.float64).repeat(len(dx), 1, 1)
+    out = torch.eye(3, dtype=torch.float64, device=dx.device).repeat(len(dx), 1, 1)
     out[:, 0, 2], out[:, 1, 2] = dx, dy
     return out
 

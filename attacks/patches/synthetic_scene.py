@@ -100,7 +100,7 @@ class SceneDraw:
 
 
 def _uniform(n: int, generator: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.rand(n, *shape, generator=generator, dtype=torch.float64) * 2.0 - 1.0
+    return torch.rand(n, *shape, generator=generator, dtype=torch.float64, device=generator.device) * 2.0 - 1.0
 
 
 class SyntheticScene:
@@ -120,7 +120,8 @@ class SyntheticScene:
         sp = self.spec
         side, span = sp.object_side, sp.object_side - sp.patch_side
         if sp.location is PatchLocation.RANDOM:
-            offset = torch.randint(0, span + 1, (n, 2), generator=generator).to(torch.float64)
+            offset = torch.randint(0, span + 1, (n, 2), generator=generator, device=generator.device).to(
+                torch.float64)
         else:
             oy = {PatchLocation.CENTER: span // 2, PatchLocation.BOTTOM: span, PatchLocation.TOP: 0}[sp.location]
             offset = torch.tensor([[span // 2, oy]], dtype=torch.float64).expand(n, 2).clone()

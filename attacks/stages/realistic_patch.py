@@ -156,7 +156,7 @@ class RealisticPatch(Stage):
         evaluate = np.ones(n, dtype=bool)
         train = torch.arange(n)
         if universal:
-            perm = torch.randperm(n, generator=generator)
+            perm = torch.randperm(n, generator=generator, device=generator.device)
             n_train = min(n - 1, max(1, int(round(p.train_fraction * n))))
             train = perm[:n_train].sort().values
             evaluate[train.numpy()] = False

@@ -56,10 +56,11 @@ class CleanAccuracy(Stage):
                 probs.append(torch.softmax(model.logits(batch.x[i : i + self.params.batch_size]).float(), 1))
         p = torch.cat(probs)
         conf, pred = p.max(1)
-        true_prob = p.gather(1, batch.y.view(-1, 1)).squeeze(1)
+        true_prob = p.gather(1, batch.y.view(-1, 1).to(p.device)).squeeze(1)
+        # batch and logits may live on CUDA: numpy needs host tensors
         return UnitOutput(
-            arrays={"pred": pred.numpy(), "label": batch.y.numpy(), "confidence": conf.numpy(),
-                    "true_prob": true_prob.numpy()},
+            arrays={"pred": pred.cpu().numpy(), "label": batch.y.cpu().numpy(), "confidence": conf.cpu().numpy(),
+                    "true_prob": true_prob.cpu().numpy()},
             counters={"forward": float(len(batch))},
         )
 
