@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoothing-images", type=int, default=100)
     ap.add_argument("--smoothing-budget-s", type=float, default=180)
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--steps", nargs="+", help="run only these steps (demo_cuda oom_backoff smoothing_100k "
+                    "torchrun_cuda ranks_cpu)")
     ap.add_argument("--render-only", action="store_true", help="only (re)write GPU_RESULTS.md from --out's files")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
 
-    steps = [("demo_cuda", 240, lambda: step_demo(args, log)),
+    steps = [("demo_cuda", 150, lambda: step_demo(args, log)),
              ("oom_backoff", 60, lambda: step_oom(args, log)),
              ("smoothing_100k", args.smoothing_budget_s + 40, lambda: {"exit_code": sh(
                  [sys.executable, str(BENCH / "bench_smoothing.py"), "--device", "cuda", "--model-arch", "both",
@@ -208,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
                   "--n", "100000", "--batch", "1000", "--fixed-batch", "10000", "--throughput-batch", "10000",
                   "--throughput-batches", "10", "--replicates", "50", "--time-budget-s", str(args.smoothing_budget_s),
                   "--json-out", str(out / "smoothing.json")], out / "smoothing.log", budget.left() - 5)}),
-             ("torchrun_cuda", 60, lambda: {"exit_code": sh(
+             ("torchrun_cuda", 40, lambda: {"exit_code": sh(
                  [sys.executable, str(BENCH / "bench_ranks.py"), "--ranks", "2", "--n", "200", "--device", "cuda"],
                  out / "ranks_cuda.log", budget.left() - 5)}),
              ("ranks_cpu", 90, lambda: {"exit_code": sh(
                  [sys.executable, str(BENCH / "bench_ranks.py"), "--ranks", *map(str, args.ranks), "--n", "800",
                   "--device", "cpu"], out / "ranks_cpu.log", budget.left() - 5)})]
     for name, estimate, fn in steps:
+        if args.steps and name not in args.steps:
+            continue
         if budget.left() < estimate:
             report[name] = {"skipped": f"{budget.left():.0f} s left, needs about {estimate} s"}
             save()
