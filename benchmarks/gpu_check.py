@@ -62,8 +62,9 @@ def metric_diffs(new: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
     for key, s in a.items():
         r = b.get(key)
         common = sorted(set(s["metrics"]) & set(r["metrics"])) if r else []
-        diffs = {m: abs(s["metrics"][m] - r["metrics"][m]) for m in common
-                 if s["metrics"][m] is not None and r["metrics"][m] is not None}
+        diffs = {m: abs(s["metrics"][m] - r["metrics"][m]) for m in common  # NaN/inf are strings in JSON
+                 if isinstance(s["metrics"][m], (int, float)) and isinstance(r["metrics"][m], (int, float))
+                 and not m.endswith((".n", ".ci_low", ".ci_high"))}
         worst = max(diffs, key=lambda m: diffs[m]) if diffs else None
         out[key] = {"status": s["status"], "error": (s.get("error") or "")[:600] or None,
                     "max_abs_diff": diffs[worst] if worst else None, "worst_metric": worst,

@@ -116,6 +116,12 @@ class CausalAttribution(Stage):
     def check(self, model: ModelAdapter, data: Dataset) -> None:
         if not model.has(Capability.TORCH_MODULE):
             raise Skip("no torch module (needed for hooks on hidden layers)")
+        import importlib.util
+
+        baselines = [m for m in self.params.methods if m != "causal"]
+        if baselines and importlib.util.find_spec("captum") is None:
+            raise Skip(f"the attribution baselines {baselines} need captum, which is not installed: "
+                       "pip install captum (a robaudit dependency), or set params.methods = [\"causal\"]")
 
     def run_unit(self, model: ModelAdapter, batch: Batch, *, generator: torch.Generator) -> UnitOutput:
         p = self.params

@@ -145,3 +145,16 @@ def test_causal_params_name_the_fix() -> None:
         CausalParams(baseline="median")
     with pytest.raises(ParameterError, match="methods"):
         CausalParams(methods=("gradcam",))
+
+
+def test_causal_stage_without_captum_skips_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from robaudit.stage import Skip
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "captum" else real(name, *a))
+    model, data = setup(tiny(0))
+    with pytest.raises(Skip, match="pip install captum"):
+        CausalAttribution(CausalParams(**CAUSAL_SMALL)).check(model, data)
+    CausalAttribution(CausalParams(**{**CAUSAL_SMALL, "methods": ("causal",)})).check(model, data)  # no baselines
