@@ -1,8 +1,11 @@
 """Where an audit runs: ``--device cpu|cuda|cuda:N|auto``, and out-of-memory detection.
 
-Random draws never depend on the device: every generator the runner hands a stage lives
-on the CPU and stages move their draws to the data's device. A CUDA run therefore sees the
-same noise, restarts and patch positions as a CPU run; only floating-point rounding differs.
+Random draws do not depend on the device: every generator the runner hands a stage lives on
+the CPU and stages move their draws to the data's device. A CUDA run therefore sees the same
+restarts, patch positions and corruption noise as a CPU run; only floating-point rounding
+differs. One deliberate exception: randomized smoothing draws its 10^4-10^5 noise samples per
+image on the model's device (a generator seeded from the CPU one), because drawing them on the
+host would copy every batch across; its CPU and CUDA certificates are equally valid but not equal.
 """
 
 from __future__ import annotations
