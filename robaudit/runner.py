@@ -32,7 +32,7 @@ from robaudit.model_setup import load_audit_models
 from robaudit.results import SCHEMA_VERSION, AuditResult, ModelRecord, StageResult, StageStatus
 from robaudit.run_store import RunStore
 from robaudit.seeding import derive_seed
-from robaudit.sharding import RankContext, compute_shard, open_main_store
+from robaudit.sharding import RankContext, barrier, compute_shard, open_main_store
 from robaudit.stage import Skip
 from robaudit.stage_factory import create_stages
 from robaudit.unit_exec import OOM_COUNTER, UnitExecutor
@@ -88,6 +88,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
     jobs = plan_jobs(stages, audit_models, precheck(stages, audit_models), cfg.unit_size)
     fingerprint = _store_fingerprint(cfg, audit_models, device)
     executor = UnitExecutor(device, cfg.seed)
+    barrier(ranks)  # setup_s includes waiting for the slowest rank's start-up; run_s starts together
     t_run = time.perf_counter()
     store = (open_main_store(out_dir, fingerprint, resume=options.resume, world_size=ranks.world_size)
              if ranks.is_main else None)
@@ -97,6 +98,7 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
                           main_store=store, fail_fast=options.fail_fast,
                           on_start=lambda n: options.progress.stage(f"rank {ranks.rank}: work units", n),
                           on_unit=lambda key: _unit_done(options, key))
+        t_sharded = time.perf_counter()
         if store is None:
             return None
         results = [_run_stage(job, store, executor, options) for job in jobs]
@@ -127,7 +129,8 @@ def run_audit(cfg: AuditConfig, out_dir: Path, options: AuditOptions | None = No
         exit_code=code,
         timings={"total_s": round(time.perf_counter() - t_start, 3),
                  "setup_s": round(t_run - t_start, 3),  # models, data, checks (every rank pays it)
-                 "run_s": round(t_done - t_run, 3)},  # work units (sharded) and summaries
+                 "run_s": round(t_done - t_run, 3),  # work units (sharded) and summaries
+                 **({"sharded_units_s": round(t_sharded - t_run, 3)} if ranks.sharded else {})},
     )
 
 

@@ -82,6 +82,14 @@ def process_group(ctx: RankContext) -> Iterator[None]:
             dist.destroy_process_group()
 
 
+def barrier(ctx: RankContext) -> None:
+    """Wait for every rank (no-op outside torchrun)."""
+    if ctx.sharded:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def all_gather(obj: T) -> list[T]:
     import torch.distributed as dist
 
