@@ -231,5 +231,8 @@ def render_results(results: list[BenchResult], machine: dict[str, str], versions
     lines += ["", "Ratios: *vs reference* = robaudit speed / reference tool speed (corruptions: imagecorruptions; "
               "PGD: torchattacks; LiRPA: auto_LiRPA's recorded time, other hardware), or the measured fraction for "
               "agreement rows; *vs floor* = robaudit speed / the raw forward(+backward) passes the method cannot "
-              "avoid. MISS means the target was not met on this run (or the value is missing).", ""]
+              "avoid. MISS means the target was not met on this run (or the value is missing).", "",
+              "GPU measurements (sequential vs fixed-n CERTIFY at n = 100,000 on both demo models, the demo on "
+              "CUDA, out-of-memory back-off, rank scaling on 16 cores) come from `benchmarks/gpu_check.py` on a "
+              "lent H200 and are in `benchmarks/gpu/` (README.md there).", ""]
     return "\n".join(lines)
