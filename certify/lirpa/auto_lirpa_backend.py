@@ -172,13 +172,9 @@ def compute_bounds_auto_lirpa(module: nn.Module, x: torch.Tensor, eps: float, *,
         raise UnsupportedOperatorError(f"{type(module).__name__} is in training mode; call module.eval() before "
                                        "bounding it (BatchNorm and Dropout must use their inference behaviour)")
     bounded, n_out = _bounded_module(lirpa, module, x)
-    batch = x.shape[0]
-    if C is None:
-        spec = torch.eye(n_out, dtype=x.dtype, device=x.device).expand(batch, n_out, n_out)
-    else:
-        if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != n_out:
-            raise ParameterError(f"C must have shape (batch={batch}, S, classes={n_out}), got {tuple(C.shape)}")
-        spec = C.detach().to(dtype=x.dtype, device=x.device)
+    from robaudit.certify.lirpa.compute import spec_matrix
+
+    spec = spec_matrix(C, x, n_out)
     if ptb.is_linf and x_min is not None:
         x_L, x_U = ptb.box()
         perturbation = lirpa.PerturbationLpNorm(eps=eps, norm=math.inf, x_L=x_L, x_U=x_U)
@@ -189,7 +185,7 @@ def compute_bounds_auto_lirpa(module: nn.Module, x: torch.Tensor, eps: float, *,
         bounded.set_bound_opts({"optimize_bound_args": bound_args})
     with torch.set_grad_enabled(m is Method.ALPHA_CROWN):
         lb, ub = bounded.compute_bounds(x=(bt,), method=METHOD_NAMES[m], C=spec, bound_lower=True, bound_upper=True)
-    expected = (batch, spec.shape[1])
+    expected = (x.shape[0], spec.shape[1])
     for name, bound in (("lower", lb), ("upper", ub)):
         if not isinstance(bound, torch.Tensor) or tuple(bound.shape) != expected:
             got = tuple(bound.shape) if isinstance(bound, torch.Tensor) else type(bound).__name__

@@ -94,13 +94,7 @@ def compute_bounds(module: nn.Module, x: torch.Tensor, eps: float, *, norm: floa
     ptb = Perturbation(x, eps, p, x_min, x_max)
     g = graph if graph is not None else trace(module, x)
     n_out = g.nodes[g.output].shape[0]
-    batch = x.shape[0]
-    if C is None:
-        spec = torch.eye(n_out, dtype=x.dtype, device=x.device).expand(batch, n_out, n_out)
-    else:
-        if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != n_out:
-            raise ParameterError(f"C must have shape (batch={batch}, S, classes={n_out}), got {tuple(C.shape)}")
-        spec = C.detach().to(dtype=x.dtype, device=x.device)
+    spec = spec_matrix(C, x, n_out)
     if m is Method.ALPHA_CROWN:
         lb, ub = alpha_crown_bounds(g, ptb, spec, opts)
     else:
@@ -111,3 +105,13 @@ def compute_bounds(module: nn.Module, x: torch.Tensor, eps: float, *, norm: floa
                 lb, ub = crown_bounds(g, ptb, spec, ibp_intermediate=m is Method.CROWN_IBP,
                                       max_elements=opts.max_elements)
     return lb.detach(), ub.detach()
+
+
+def spec_matrix(C: torch.Tensor | None, x: torch.Tensor, n_out: int) -> torch.Tensor:
+    """The specification ``(B, S, K)`` on ``x``'s device and dtype: ``C``, or the identity (bound the logits)."""
+    batch = x.shape[0]
+    if C is None:
+        return torch.eye(n_out, dtype=x.dtype, device=x.device).expand(batch, n_out, n_out)
+    if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != n_out:
+        raise ParameterError(f"C must have shape (batch={batch}, S, classes={n_out}), got {tuple(C.shape)}")
+    return C.detach().to(dtype=x.dtype, device=x.device)
