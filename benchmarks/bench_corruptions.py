@@ -13,44 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-import types
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def load_imagecorruptions():  # noqa: ANN201 - test-only shim, mirrors tests/attacks/test_corrupt_reference.py
-    """Import imagecorruptions 1.1.2 on current numpy/skimage/setuptools."""
-    if "pkg_resources" not in sys.modules:
-        fake = types.ModuleType("pkg_resources")
-
-        def resource_filename(package: str, path: str) -> str:
-            return os.path.join(os.path.dirname(sys.modules[package].__file__ or ""), path)
-
-        fake.resource_filename = resource_filename  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = fake
-    if not hasattr(np, "float_"):
-        np.float_ = np.float64  # type: ignore[attr-defined]
-    import skimage.filters
-
-    if not getattr(skimage.filters.gaussian, "_multichannel_shim", False):
-        original = skimage.filters.gaussian
-
-        def gaussian(image, *args, multichannel=None, **kwargs):  # noqa: ANN001, ANN202
-            if multichannel is not None and "channel_axis" not in kwargs:
-                kwargs["channel_axis"] = -1 if multichannel else None
-            return original(image, *args, **kwargs)
-
-        gaussian._multichannel_shim = True  # type: ignore[attr-defined]
-        skimage.filters.gaussian = gaussian
-    import imagecorruptions
-
-    return imagecorruptions
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.imagecorruptions_shim import load_imagecorruptions  # noqa: E402 - test-only reference
 
 
 def natural_images(n: int, size: int) -> np.ndarray:

@@ -1,15 +1,11 @@
 """robaudit's corruptions against the reference implementation, imagecorruptions 1.1.2 (test-only).
 
-imagecorruptions no longer imports on current numpy/skimage/setuptools; ``load_imagecorruptions``
-shims exactly the three breakages (``pkg_resources.resource_filename``, ``np.float_``,
-``skimage.filters.gaussian(multichannel=...)``). Comparisons run at 224 px, where robaudit's
+imagecorruptions is imported through tests/imagecorruptions_shim.py (it no longer imports as released). Comparisons run at 224 px, where robaudit's
 resolution scaling is the identity. Mean absolute differences are in uint8 levels (0..255).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import types
 import warnings
 from collections.abc import Iterator
@@ -28,6 +24,7 @@ from robaudit.attacks.corruptions.filters import (
 )
 
 from tests.attacks._digits_cnn import single_thread
+from tests.imagecorruptions_shim import load_imagecorruptions
 
 pytest.importorskip("cv2")
 pytest.importorskip("skimage")
@@ -38,35 +35,6 @@ def _one_thread() -> Iterator[None]:
     """One intra-op thread: faster than oversubscribing the shared CI cores."""
     with single_thread():
         yield
-
-
-def load_imagecorruptions() -> types.ModuleType:
-    if "pkg_resources" not in sys.modules:
-        fake = types.ModuleType("pkg_resources")
-
-        def resource_filename(package: str, path: str) -> str:
-            return os.path.join(os.path.dirname(sys.modules[package].__file__ or ""), path)
-
-        fake.resource_filename = resource_filename  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = fake
-    if not hasattr(np, "float_"):
-        np.float_ = np.float64  # type: ignore[attr-defined]
-    import skimage.filters
-
-    if not getattr(skimage.filters.gaussian, "_multichannel_shim", False):
-        original = skimage.filters.gaussian
-
-        def gaussian(image, *args, multichannel=None, **kwargs):  # noqa: ANN001, ANN202
-            if multichannel is not None and "channel_axis" not in kwargs:
-                kwargs["channel_axis"] = -1 if multichannel else None
-            return original(image, *args, **kwargs)
-
-        gaussian._multichannel_shim = True  # type: ignore[attr-defined]
-        skimage.filters.gaussian = gaussian
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import imagecorruptions
-    return imagecorruptions
 
 
 @pytest.fixture(scope="module")
