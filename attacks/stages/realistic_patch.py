@@ -16,7 +16,7 @@ ASR_realistic for the digital patch, with a smaller gap for the EOT patch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -44,22 +44,22 @@ class RealisticPatchParams:
     """Patch geometry (fractions of the image side), optimiser budget and transformation ranges."""
 
     mode: str = "universal"
-    object_fraction: float = 0.75
-    patch_fraction: float = 0.25
-    location: str = "center"
+    object_fraction: float = SceneSpec.object_fraction
+    patch_fraction: float = SceneSpec.patch_fraction
+    location: str = SceneSpec.location.value
     steps: int = 300
     lr: float = 0.01
     eot_samples: int = 4
     tv_weight: float = 1e-5
     train_fraction: float = 0.5
-    rotation_deg: float = 15.0
-    translate: float = 0.05
-    scale_low: float = 0.9
-    scale_high: float = 1.1
-    perspective: float = 0.06
-    relight_percentile: float = 0.2
-    light_a_jitter: float = 0.15
-    light_b_jitter: float = 0.05
+    rotation_deg: float = SceneSpec.rotation_deg
+    translate: float = SceneSpec.translate
+    scale_low: float = SceneSpec.scale_low
+    scale_high: float = SceneSpec.scale_high
+    perspective: float = SceneSpec.perspective
+    relight_percentile: float = SceneSpec.relight_percentile
+    light_a_jitter: float = SceneSpec.light_a_jitter
+    light_b_jitter: float = SceneSpec.light_b_jitter
     batch_size: int = 128
     examples: int = 4
 
@@ -93,11 +93,8 @@ class RealisticPatchParams:
 
 
 def scene_for(p: RealisticPatchParams, hw: tuple[int, int]) -> SyntheticScene:
-    return SyntheticScene(SceneSpec(
-        image_hw=(int(hw[0]), int(hw[1])), object_fraction=p.object_fraction, patch_fraction=p.patch_fraction,
-        location=PatchLocation(p.location), rotation_deg=p.rotation_deg, translate=p.translate,
-        scale_low=p.scale_low, scale_high=p.scale_high, perspective=p.perspective,
-        relight_percentile=p.relight_percentile, light_a_jitter=p.light_a_jitter, light_b_jitter=p.light_b_jitter))
+    shared = {f.name: getattr(p, f.name) for f in fields(SceneSpec) if f.name not in ("image_hw", "location")}
+    return SyntheticScene(SceneSpec(image_hw=(int(hw[0]), int(hw[1])), location=PatchLocation(p.location), **shared))
 
 
 def patched_predictions(model: ModelAdapter, scene: SyntheticScene, x: torch.Tensor, patch: torch.Tensor,
