@@ -18,12 +18,10 @@ class), so a class's effects are not measured against that class's own prototype
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from robaudit import figures
 from robaudit.analysis.causal import activation, baseline_value, channel_effects
 from robaudit.analysis.causal_evaluation import (
     ablation_accuracy,
@@ -32,7 +30,8 @@ from robaudit.analysis.causal_evaluation import (
     method_maps,
     patch_size,
 )
-from robaudit.analysis.causal_graph import CausalGraph, build_causal_graph, top_channels
+from robaudit.analysis.causal_graph import build_causal_graph
+from robaudit.analysis.causal_report import causal_figures
 from robaudit.analysis.explanation_metrics import deletion_insertion_auc, spearman, topk_iou
 from robaudit.data import Batch, Dataset
 from robaudit.errors import ParameterError
@@ -258,51 +257,10 @@ class CausalAttribution(Stage):
         if metrics["causal_ablation_prob_drop"] <= metrics["random_ablation_prob_drop"]:
             warnings.append("ablating the top causal channels hurt accuracy no more than random channels: the causal "
                             "ranking is not faithful on this model/layer")
-        figs = [self._graph(arrays, layers, data, cls) for cls in np.nonzero(has)[0][: p.graph_classes]]
-        figs.append(figures.bar_chart(
-            "Faithfulness: deletion (lower is better) and insertion (higher is better) AUC",
-            [f"{m} {k}" for m in p.methods for k in ("deletion", "insertion")],
-            [metrics[f"expl_{k}_auc.{m}"] for m in p.methods for k in ("deletion", "insertion")],
-            y_label="AUC of p_y", caption=f"n = {n_expl} clean-correct images"))
-        figs.append(figures.table(
-            "Explanation stability (Spearman / top-10% IoU)", ["method", "noise rho", "noise IoU", "PGD rho",
-                                                              "PGD IoU"],
-            [[m, metrics[f"expl_stability.{m}.spearman"], metrics[f"expl_stability.{m}.iou"],
-              metrics[f"expl_stability.{m}.pgd.spearman"], metrics[f"expl_stability.{m}.pgd.iou"]]
-             for m in p.methods],
-            caption=f"noise sd {p.noise_sigma}; PGD L-inf eps {p.pgd_eps:.4f}, only images whose prediction "
-                    f"is unchanged (n = {int(metrics['expl_pgd_kept_n'])})"))
-        figs.append(figures.table("Channel ablation (last layer)", ["channels", "accuracy", "accuracy drop",
-                                                                    "mean p_y drop"],
-                                  [[f"top-{p.ablation_k} causal", acc_c, 1 - acc_c, p_clean - p_top],
-                                   [f"{p.ablation_k} random", acc_r, 1 - acc_r, p_clean - p_rand]],
-                                  caption="clean-correct images of each class; channels set to their baseline"))
-        if "map_causal" in arrays:
-            figs.append(self._maps(arrays, data))
+        figs = causal_figures(arrays, data, metrics, p, layers, np.nonzero(has)[0][: p.graph_classes],
+                              (acc_c, acc_r, p_clean, p_top, p_rand))
         return StageOutput(metrics=metrics, figures=figs, notes=notes, warnings=warnings,
                            budget={"n_per_class": p.n_per_class, "expl_images": n_expl, "k": p.k})
-
-    def _graph(self, arrays: dict[str, np.ndarray], layers: list[str], data: Dataset, cls: int) -> dict[str, Any]:
-        nodes = []
-        for li in range(len(layers)):
-            ace = torch.from_numpy(arrays[f"ace_{li}"][cls])
-            nodes.append(tuple((c, round(float(ace[c]), 6)) for c in top_channels(ace, self.params.k)))
-        e = arrays["edges"]
-        edges = tuple((int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in e[e[:, 0] == cls])
-        name = data.class_names[cls] if data.class_names else str(cls)
-        return CausalGraph(int(cls), tuple(layers), tuple(nodes), edges).to_figure(f"Causal graph: class {name}",
-                                                                                   name)
-
-    def _maps(self, arrays: dict[str, np.ndarray], data: Dataset) -> dict[str, Any]:
-        rows = []
-        for i in range(arrays["map_causal"].shape[0]):
-            j = int(arrays["expl_index"][i])
-            cells = [figures.image_cell("image", data.x[j].numpy())]
-            for m in self.params.methods:
-                a = arrays[f"map_{m}"][i]
-                cells.append(figures.image_cell(m, a / a.max() if a.max() > 0 else a))
-            rows.append({"label": f"sample {data.ids[j]}", "images": cells})
-        return figures.image_grid("Explanation maps (normalised to max 1)", rows)
 
 
 def _nanmean(v: np.ndarray | None) -> float:
