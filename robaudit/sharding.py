@@ -181,9 +181,7 @@ def compute_shard(tasks: Sequence[UnitTask], ctx: RankContext, out_dir: Path, fi
             for rows in gathered:
                 main_store.put_rows(rows)
             log.info("rank 0 merged %d units from %d ranks", sum(len(r) for r in gathered), ctx.world_size)
-        import torch.distributed as dist
-
-        dist.barrier()  # every shard is merged: now they can go
+        barrier(ctx)  # every shard is merged: now they can go
     finally:
         shard.close()
     remove_store_file(shard.path)
